@@ -55,6 +55,7 @@ __all__ = [
     "Rotation",
     "RotationAssignment",
     "RschedError",
+    "RuleSettings",
     "RunState",
     "Schedule",
     "ScheduleStatus",

@@ -22,8 +22,10 @@ from rsched.domain.model import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ProgramData:
+    """Compared and hashed by identity, so derived indexes can be cached per instance."""
+
     program: Program
     start: date
     end: date

@@ -24,7 +24,7 @@ class RuleSettings:
     day_off_every_days: int = 7
     """DAY_OFF_1_IN_7: one day off per this many non-leave days."""
     day_off_calendar_day: bool = False
-    """DAY_OFF_1_IN_7: a day off must be a whole local calendar day (otherwise any 24 free hours)."""
+    """DAY_OFF_1_IN_7: a day off is a whole local calendar day (otherwise any 24 free hours)."""
     max_continuous_minutes: int = 24 * 60
     """CONTINUOUS_24_4: clinical duty stretch."""
     max_continuous_with_education_minutes: int = 28 * 60
@@ -40,14 +40,17 @@ class RuleSettings:
 
     @property
     def hours_limit(self) -> int:
-        return self.weekly_hours_exception_limit if self.hours_exception else self.weekly_hours_limit
+        return (
+            self.weekly_hours_exception_limit if self.hours_exception else self.weekly_hours_limit
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: str = "settings.rules") -> RuleSettings:
-        return _from_dict(cls, data, path)
+        result: RuleSettings = _from_dict(cls, data, path)
+        return result
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +76,8 @@ class ObjectiveWeights:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: str = "settings.weights") -> ObjectiveWeights:
-        return _from_dict(cls, data, path)
+        weights: ObjectiveWeights = _from_dict(cls, data, path)
+        return weights
 
 
 def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:

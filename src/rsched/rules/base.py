@@ -141,6 +141,8 @@ class Penalty:
     name: str
     terms: Terms
     weight: int
+    constant: int = 0
+    """Part of the penalty no decision can change (e.g. churn forced by new leave)."""
 
 
 @dataclass(kw_only=True)
