@@ -107,6 +107,4 @@ def with_rules(data: ProgramData, **changes: Any) -> ProgramData:
 
 
 def vacation(aid: str, person: str, first_day: int, days: int) -> Absence:
-    return Absence(
-        id=aid, person_id=person, start=at(first_day, 0), end=at(first_day + days, 0)
-    )
+    return Absence(id=aid, person_id=person, start=at(first_day, 0), end=at(first_day + days, 0))

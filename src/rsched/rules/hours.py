@@ -23,6 +23,7 @@ from rsched.rules.timeline import (
     hours_limit_minutes,
     is_leave_day,
     leave_intervals,
+    nonleave_days,
     period_bounds,
 )
 
@@ -43,7 +44,7 @@ class Hours80:
                 worked = sum(counted_minutes(s, lo, hi) for s in slots)
                 limit = hours_limit_minutes(data, person.id, period)
                 if worked > limit:
-                    days = limit * 7 / (weekly * 60) if weekly else 0
+                    days = nonleave_days(data, person.id, period)
                     avg = worked / 60 / (days / 7) if days else float(worked) / 60
                     out.append(
                         Violation(
