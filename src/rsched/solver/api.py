@@ -88,9 +88,7 @@ def solve(
         from rsched.solver.explain import explain_infeasible
 
         result = replace(result, explanation=tuple(explain_infeasible(spec)))
-    report = validate(
-        data, result.assignments, previous=previous, candidates=spec.mctx.candidates
-    )
+    report = validate(data, result.assignments, previous=previous, candidates=spec.mctx.candidates)
     if result.has_schedule:
         found = len(report.violations)
         if found != result.claimed_violations:
