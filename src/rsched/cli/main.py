@@ -16,6 +16,7 @@ from rsched.domain.errors import InvalidInput, RschedError
 COMMAND_MODULES: tuple[str, ...] = (
     "program_cmds",
     "validate_cmd",
+    "solve_cmds",
     "bench_cmds",
 )
 
