@@ -469,3 +469,25 @@ def test_validate_cli_broken_file_exits_2(
     assert "slots[1].end: must be an ISO datetime with offset" in err
     assert "assignments[0].person: unknown person 'ghost'" in err
     assert main(["validate", str(tmp_path / "missing.json")]) == 2
+
+
+def test_validate_cli_against_a_program_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rsched.programfile.generator import generate_program
+    from rsched.programfile.loader import load_program
+
+    program_path = tmp_path / "program.json"
+    program_path.write_text(json.dumps(generate_program("small", 1), default=str), "utf-8")
+    data = load_program(program_path)
+    document = through_json(export_schedule(data, []))  # nothing staffed: COVERAGE breaches
+    path = dump(document, tmp_path / "s.json")
+    assert main(["validate", str(program_path), str(path), "--json"]) == 1
+    assert {f["rule"] for f in json.loads(capsys.readouterr().out)} >= {"COVERAGE"}
+
+    extra = dict(document["slots"][0], id="NOT-IN-PROGRAM")
+    document["slots"].append(extra)
+    document["assignments"] = [{"person": data.people[0].id, "slot": "NOT-IN-PROGRAM"}]
+    path = dump(document, tmp_path / "s.json")
+    assert main(["validate", str(program_path), str(path)]) == 2
+    assert "assignments[0].slot: unknown slot 'NOT-IN-PROGRAM'" in capsys.readouterr().err
