@@ -92,7 +92,12 @@ def precheck(spec: ModelSpec) -> PrecheckReport:
     # rotations: per block headcount against min/max
     if data.rotation_assignments:
         counts = Counter((r.block, r.rotation_id) for r in data.rotation_assignments)
-        for block in range(1, len(data.blocks) + 1):
+        in_horizon = [
+            n
+            for n, b in enumerate(data.blocks, start=1)
+            if b.start <= data.end and b.end >= data.start
+        ]
+        for block in in_horizon:
             for rot in data.rotations:
                 n = counts.get((block, rot.id), 0)
                 if n < rot.min_residents:
