@@ -69,7 +69,9 @@ def model_terms(mctx: ModelContext) -> tuple[list[Linear], list[Penalty]]:
                 xs: Terms = tuple((X(p, s), 1) for s in slots)
                 lins.append(Linear(rule=term, name=f"{term} max {p}", terms=(*xs, (hi, -1)), ub=0))
                 lins.append(Linear(rule=term, name=f"{term} min {p}", terms=(*xs, (lo, -1)), lb=0))
-            pens.append(Penalty(name=term, terms=((hi, 1), (lo, -1)), weight=weight))
+            spread = ((hi, 1), (lo, -1))
+            lins.append(Linear(rule=term, name=f"{term} order [{level}]", terms=spread, lb=0))
+            pens.append(Penalty(name=term, terms=spread, weight=weight))
     if w.request > 0:
         cand = mctx.candidate_set
         for r in data.requests:
