@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -417,3 +419,11 @@ def test_schema_program_command(tmp_path, capsys) -> None:
     target = tmp_path / "program.schema.json"
     assert main(["schema", "program", "-o", str(target)]) == 0
     assert json.loads(target.read_text("utf-8")) == program_json_schema()
+
+
+def test_the_example_in_the_docs_loads() -> None:
+    doc = Path(__file__).parents[2] / "docs" / "program-file.md"
+    example = re.search(r"```yaml\n(.*?)```", doc.read_text("utf-8"), re.S)
+    assert example is not None
+    data = load_program(example.group(1))
+    assert data.program.id == "im" and len(data.slots) == 28 + 8 + 1
