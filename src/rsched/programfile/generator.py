@@ -180,18 +180,21 @@ def _program(
     end = YEAR_START + timedelta(days=size.days - 1)
     blocks = [b for b in blocks_of_year(YEAR_START, BLOCK_DAYS) if b.start <= end]
     n, width = size.residents_per_pgy, max(2, len(str(3 * size.residents_per_pgy)))
-    residents = [
+    residents: list[dict[str, Any]] = [
         {"id": f"{prefix}r{i + 1:0{width}d}", "name": f"Resident {i + 1:0{width}d}",
          "kind": "resident", "pgy": i // n + 1, "tags": ["bls", "acls"]}
         for i in range(3 * n)
     ]
     fwidth = max(2, len(str(size.faculty)))
-    faculty = [
+    faculty: list[dict[str, Any]] = [
         {"id": f"{prefix}f{i + 1:0{fwidth}d}", "name": f"Faculty {i + 1:0{fwidth}d}",
          "kind": "faculty", "pgy": None, "tags": ["attending"]}
         for i in range(size.faculty)
     ]
-    assignments, patterns, absences, requests = [], [], [], []
+    assignments: list[dict[str, Any]] = []
+    patterns: list[dict[str, Any]] = []
+    absences: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
     counts: dict[str, list[int]] = {r: [] for r in ROTATIONS}
     for number, block in enumerate(blocks, start=1):
         last = min(block.end, end)

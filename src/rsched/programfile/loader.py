@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from rsched.domain.calendar import Period, blocks_of_year, default_periods, local_midnight, zone
 from rsched.domain.enums import PersonKind
@@ -43,17 +42,8 @@ from rsched.domain.model import (
 from rsched.domain.problem import ProgramData
 from rsched.domain.settings import ObjectiveWeights, ProgramSettings, RuleSettings
 from rsched.programfile.patterns import check_staffing, expand_slots
-from rsched.programfile.reading import Format, pydantic_errors, read_document
-from rsched.programfile.schema import (
-    LIST_SECTIONS,
-    OBJECT_SECTIONS,
-    AbsenceSpec,
-    HorizonSpec,
-    ProgramFile,
-    ProgramSpec,
-    SettingsSpec,
-    Spec,
-)
+from rsched.programfile.reading import Format, Parts, file_order, first_pass, read_document
+from rsched.programfile.schema import AbsenceSpec
 
 __all__ = ["load_program", "parse_program"]
 
@@ -71,12 +61,7 @@ def parse_program(mapping: Any, *, source: str = "") -> ProgramData:
             FieldError("", "a program file is a mapping (format, program, horizon, people, …)"),
             source=source,
         )
-    try:
-        parts = _Parts.of(ProgramFile.model_validate(mapping))
-        errors: list[FieldError] = []
-    except ValidationError as exc:
-        errors = pydantic_errors(exc)
-        parts = _Parts.salvage(mapping)
+    parts, errors = first_pass(mapping)
     builder = _Builder(parts, errors)
     try:
         data = builder.build()
@@ -85,78 +70,8 @@ def parse_program(mapping: Any, *, source: str = "") -> ProgramData:
         data = None
     if builder.errors or data is None:
         errors = builder.errors or [FieldError("", "the file could not be loaded")]
-        raise InvalidInput(sorted(errors, key=_file_order), source=source)
+        raise InvalidInput(sorted(errors, key=file_order), source=source)
     return data
-
-
-_SECTIONS = list(ProgramFile.model_fields)
-
-
-def _file_order(error: FieldError) -> tuple[int, int]:
-    """Errors sorted by section (in the schema's order), then by record index."""
-    head, _, rest = error.path.partition("[")
-    section = head.split(".")[0]
-    rank = _SECTIONS.index(section) if section in _SECTIONS else -1
-    index = rest.split("]")[0]
-    return rank, int(index) if index.isdigit() else -1
-
-
-# ------------------------------------------------------------ the parts that parsed
-
-
-@dataclass
-class _Parts:
-    program: ProgramSpec | None = None
-    horizon: HorizonSpec | None = None
-    settings: SettingsSpec | None = None
-    lists: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
-    broken: dict[str, set[str] | None] = field(default_factory=dict)
-    """Per section, the ids of records that failed the first pass (None: the whole section)."""
-
-    @classmethod
-    def of(cls, doc: ProgramFile) -> _Parts:
-        lists = {name: list(enumerate(getattr(doc, name))) for name in LIST_SECTIONS}
-        return cls(doc.program, doc.horizon, doc.settings, lists)
-
-    @classmethod
-    def salvage(cls, raw: Mapping[str, Any]) -> _Parts:
-        """Each object section and each record validated alone; failures remembered by id."""
-        objects: dict[str, Any] = {}
-        for name, model in OBJECT_SECTIONS.items():
-            objects[name] = _try(model, raw.get(name, {} if name == "settings" else None))
-        parts = cls(objects["program"], objects["horizon"], objects["settings"])
-        for name, model in LIST_SECTIONS.items():
-            items = raw.get(name, [])
-            if not isinstance(items, list):
-                parts.lists[name], parts.broken[name] = [], None
-                continue
-            good, bad = [], set()
-            for index, item in enumerate(items):
-                spec = _try(model, item)
-                if spec is not None:
-                    good.append((index, spec))
-                elif isinstance(item, Mapping):
-                    bad.add(str(item.get("code" if name == "shift_types" else "id")))
-            parts.lists[name], parts.broken[name] = good, bad
-        return parts
-
-    def excused(self, section: str, key: str) -> bool:
-        """True when ``key`` may be the id of a record of ``section`` that failed to parse."""
-        broken = self.broken.get(section, set())
-        return broken is None or key in broken
-
-    def mark(self, section: str, key: str) -> None:
-        """Record ``key`` of ``section`` as broken: references to it are not errors."""
-        broken = self.broken.setdefault(section, set())
-        if broken is not None:
-            broken.add(key)
-
-
-def _try(model: type[Spec], value: Any) -> Any:
-    try:
-        return model.model_validate(value)
-    except ValidationError:
-        return None
 
 
 # ------------------------------------------------------------ second pass
@@ -165,7 +80,7 @@ def _try(model: type[Spec], value: Any) -> Any:
 class _Builder:
     """Checks meaning and builds the domain records; collects every error."""
 
-    def __init__(self, parts: _Parts, errors: list[FieldError]) -> None:
+    def __init__(self, parts: Parts, errors: list[FieldError]) -> None:
         self.parts = parts
         self.errors = errors
         self.tz: ZoneInfo | None = None
@@ -222,8 +137,8 @@ class _Builder:
             self.tz = zone(spec.timezone)
         except InvalidInput as exc:
             self.errors.extend(exc.errors)
-        rules = RuleSettings(**settings.rules.model_dump()) if settings else RuleSettings()
-        weights = ObjectiveWeights(**settings.weights.model_dump()) if settings else None
+        rules = RuleSettings(**_values(settings.rules)) if settings else RuleSettings()
+        weights = ObjectiveWeights(**_values(settings.weights)) if settings else None
         return Program(
             id=spec.id,
             name=spec.name,
@@ -466,3 +381,6 @@ def _auto_id(prefix: str, index: int, reserved: set[str]) -> str:
         candidate = f"{prefix}-{index + 1}-{n}"
     return candidate
 
+
+def _values(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump()

@@ -1,9 +1,11 @@
-"""Reading a program file's text, and first-pass errors in the file's own terms.
+"""Reading a program file: its text, then the first pass (structure).
 
 YAML is read safely, without YAML 1.1's base-60 numbers (so ``start: 19:00`` stays the
 text ``19:00`` rather than the number 1140) and refusing duplicate keys; a syntax error
-names its line. Pydantic errors become ``FieldError``s with paths such as
-``people[3].pgy`` and short messages.
+names its line. The first pass validates with the models of ``schema``; pydantic errors
+become ``FieldError``s with paths such as ``people[3].pgy`` and short messages. When
+the file as a whole fails, each section and record is validated alone, so that the
+well-formed ones still get the loader's second pass.
 """
 
 from __future__ import annotations
@@ -12,22 +14,29 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rsched.domain.errors import FieldError, InvalidInput
 from rsched.programfile.schema import (
     LIST_SECTIONS,
     OBJECT_SECTIONS,
+    HorizonSpec,
     ProgramFile,
+    ProgramSpec,
     RulesSpec,
+    SettingsSpec,
+    Spec,
     WeightsSpec,
 )
 
 Format = Literal["yaml", "json"]
+
 
 class _YamlLoader(yaml.SafeLoader):
     """Safe YAML without base-60 numbers (``19:00`` stays text) and with duplicate keys refused."""
@@ -35,7 +44,7 @@ class _YamlLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -101,13 +110,11 @@ def _looks_like_path(source: str) -> bool:
 
 
 
+_MODELS: tuple[type[BaseModel], ...] = (
+    ProgramFile, RulesSpec, WeightsSpec, *LIST_SECTIONS.values(), *OBJECT_SECTIONS.values()
+)
 _KNOWN_KEYS = sorted(
-    {
-        f.alias or name
-        for model in (ProgramFile, RulesSpec, WeightsSpec, *LIST_SECTIONS.values(),
-                      *OBJECT_SECTIONS.values())
-        for name, f in model.model_fields.items()
-    }
+    {f.alias or name for model in _MODELS for name, f in model.model_fields.items()}
 )
 
 
@@ -171,3 +178,82 @@ def _message(err: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+# ------------------------------------------------------------ the first pass
+
+
+def first_pass(mapping: Mapping[str, Any]) -> tuple[Parts, list[FieldError]]:
+    """Structure: the whole file against ``ProgramFile``; when that fails, every part
+    alone, so that the well-formed records still reach the second pass."""
+    try:
+        return Parts.of(ProgramFile.model_validate(mapping)), []
+    except ValidationError as exc:
+        return Parts.salvage(mapping), pydantic_errors(exc)
+
+
+_SECTIONS = list(ProgramFile.model_fields)
+
+
+def file_order(error: FieldError) -> tuple[int, int]:
+    """Errors sorted by section (in the schema's order), then by record index."""
+    head, _, rest = error.path.partition("[")
+    section = head.split(".")[0]
+    rank = _SECTIONS.index(section) if section in _SECTIONS else -1
+    index = rest.split("]")[0]
+    return rank, int(index) if index.isdigit() else -1
+
+
+@dataclass
+class Parts:
+    """What the first pass could read: whole sections, and each record that parsed."""
+
+    program: ProgramSpec | None = None
+    horizon: HorizonSpec | None = None
+    settings: SettingsSpec | None = None
+    lists: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
+    broken: dict[str, set[str] | None] = field(default_factory=dict)
+    """Per section, the ids of records that failed the first pass (None: the whole section)."""
+
+    @classmethod
+    def of(cls, doc: ProgramFile) -> Parts:
+        lists = {name: list(enumerate(getattr(doc, name))) for name in LIST_SECTIONS}
+        return cls(doc.program, doc.horizon, doc.settings, lists)
+
+    @classmethod
+    def salvage(cls, raw: Mapping[str, Any]) -> Parts:
+        """Each object section and each record validated alone; failures remembered by id."""
+        objects: dict[str, Any] = {}
+        for name, model in OBJECT_SECTIONS.items():
+            objects[name] = _try(model, raw.get(name, {} if name == "settings" else None))
+        parts = cls(objects["program"], objects["horizon"], objects["settings"])
+        for name, model in LIST_SECTIONS.items():
+            items = raw.get(name, [])
+            if not isinstance(items, list):
+                parts.lists[name], parts.broken[name] = [], None
+                continue
+            good, bad = [], set()
+            for index, item in enumerate(items):
+                spec = _try(model, item)
+                if spec is not None:
+                    good.append((index, spec))
+                elif isinstance(item, Mapping):
+                    bad.add(str(item.get("code" if name == "shift_types" else "id")))
+            parts.lists[name], parts.broken[name] = good, bad
+        return parts
+
+    def excused(self, section: str, key: str) -> bool:
+        """True when ``key`` may be the id of a record of ``section`` that failed to parse."""
+        broken = self.broken.get(section, set())
+        return broken is None or key in broken
+
+    def mark(self, section: str, key: str) -> None:
+        """Record ``key`` of ``section`` as broken: references to it are not errors."""
+        broken = self.broken.setdefault(section, set())
+        if broken is not None:
+            broken.add(key)
+
+
+def _try(model: type[Spec], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None

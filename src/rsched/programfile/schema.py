@@ -46,22 +46,14 @@ LEAVE_TYPES = ("vacation", "sick", "parental", "conference", "military", "other"
 
 
 def _between(lo: int, hi: int) -> Callable[[int], int]:
+    """A check whose error reads ``must be lo..hi`` (pydantic's bounds name one side only)."""
+
     def check(value: int) -> int:
         if not lo <= value <= hi:
             raise ValueError(f"must be {lo}..{hi}")
         return value
 
     return check
-
-
-def _ranged(lo: int, hi: int) -> Any:
-    """A strict integer in ``lo..hi`` whose error reads ``must be lo..hi``."""
-    return Annotated[
-        int,
-        Strict(),
-        AfterValidator(_between(lo, hi)),
-        Field(json_schema_extra={"minimum": lo, "maximum": hi}),
-    ]
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -126,8 +118,18 @@ def _days_value(value: Any) -> str | list[str]:
 
 
 Count = Annotated[int, Strict(), Field(ge=0)]
-Pgy = _ranged(1, MAX_PGY)
-Weight = _ranged(1, 100)
+Pgy = Annotated[
+    int,
+    Strict(),
+    AfterValidator(_between(1, MAX_PGY)),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_PGY}),
+]
+Weight = Annotated[
+    int,
+    Strict(),
+    AfterValidator(_between(1, 100)),
+    Field(json_schema_extra={"minimum": 1, "maximum": 100}),
+]
 Id = Annotated[str, Field(min_length=1)]
 Day = Annotated[date, BeforeValidator(_only_date)]
 Clock = Annotated[time, BeforeValidator(_only_clock)]
