@@ -364,3 +364,29 @@ def test_faculty_hours_are_not_limited() -> None:
     report = validate(data, sched)
     assert not [v for v in report.violations if v.rule in {"HOURS_80", "DAY_OFF_1_IN_7"}]
     assert data.person_by_id["f1"].kind is PersonKind.FACULTY
+
+
+# ----------------------------------------------------------- HOURS_80_ROLLING
+
+
+def test_rolling_window_warns_where_block_averages_pass() -> None:
+    """Heavy weeks at the end of one block and the start of the next: each block averages
+    under 80 h, but the 28-day window across the boundary does not (a warning)."""
+    periods = [
+        Period(start=date(2026, 7, 1), end=date(2026, 7, 28)),
+        Period(start=date(2026, 7, 29), end=date(2026, 8, 25)),
+    ]
+    slots = days(56, hours=13)
+    heavy = [d for d in range(14, 42)]  # 28 days of 13 h = 91 h/week across the boundary
+    light = [d for d in range(0, 14, 2)] + [d for d in range(42, 56, 2)]
+    data = program(people=[resident("r1")], slots=slots, days=56, periods=periods)
+    sched = assign(*[("r1", f"DAY-{d}") for d in heavy + light])
+    assert found("HOURS_80", data, sched) == []  # each block: (14×13 + 7×13)/4 = 68 h/week
+    warnings = found("HOURS_80_ROLLING", data, sched)
+    assert warnings and warnings[0].severity == "warning"
+    assert max(w.value or 0 for w in warnings) == 28 * 13
+    fixed = assign(
+        *[("r1", f"DAY-{d}") for d in heavy if d % 7 not in (0, 1)]
+        + [("r1", f"DAY-{d}") for d in light]
+    )
+    assert found("HOURS_80_ROLLING", data, fixed) == []

@@ -58,16 +58,25 @@ def ineligibility(data: ProgramData, person: Person, slot: Slot) -> str | None:
 
 
 def candidate_slots(data: ProgramData) -> dict[str, list[str]]:
-    """person → slots the person may be given (eligible and not blocked by an absence)."""
+    """person → slots the person may be given (eligible and not blocked by an absence).
+
+    Eligibility depends on the slot only through its shift, staffing kind and block,
+    so it is decided once per such key and person rather than once per slot."""
+    keyed: dict[tuple[str, PersonKind, int | None, bool, bool], list[Slot]] = {}
+    for s in data.slots:
+        block = data.block_number_of(local_date(s.start, data.tz)) if data.rotations else None
+        key = (s.shift, s.staff_kind, block, bool(s.supervision), s.faculty_max > 0)
+        keyed.setdefault(key, []).append(s)
+    order = {s.id: i for i, s in enumerate(data.slots)}
     out: dict[str, list[str]] = {}
     for person in data.people:
-        mine = [
-            s.id
-            for s in data.slots
-            if ineligibility(data, person, s) is None
-            and blocking_absence(data, person.id, s) is None
-        ]
+        mine: list[str] = []
+        for group in keyed.values():
+            if ineligibility(data, person, group[0]) is not None:
+                continue
+            mine.extend(s.id for s in group if blocking_absence(data, person.id, s) is None)
         if mine:
+            mine.sort(key=order.__getitem__)
             out[person.id] = mine
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import ClassVar
@@ -119,17 +120,28 @@ class Hours80Rolling:
         data = ctx.data
         tz = data.tz
         weekly = data.program.settings.rules.hours_limit
+        length = data.program.settings.rules.rolling_window_days
         out: list[Violation] = []
         windows = self.windows(data)
         if not windows:
             return out
+        n_days = (data.end - data.start).days + 1
+        bounds = [local_midnight(data.start + timedelta(days=i), tz) for i in range(n_days + 1)]
         for person, slots in ctx.assigned_residents():
             if not slots:
                 continue
-            for window in windows:
-                lo = local_midnight(window.start, tz)
-                hi = local_midnight(window.end + timedelta(days=1), tz)
-                worked = sum(counted_minutes(s, lo, hi) for s in slots)
+            # minutes per local day, then every window is a difference of prefix sums
+            per_day = [0] * n_days
+            for s in slots:
+                i = max(0, bisect.bisect_right(bounds, s.start) - 1)
+                while i < n_days and bounds[i] < s.end:
+                    per_day[i] += counted_minutes(s, bounds[i], bounds[i + 1])
+                    i += 1
+            prefix = [0]
+            for m in per_day:
+                prefix.append(prefix[-1] + m)
+            for i, window in enumerate(windows):
+                worked = prefix[i + length] - prefix[i]
                 limit = self._limit(data, person.id, window)
                 if worked > limit:
                     out.append(
@@ -137,8 +149,8 @@ class Hours80Rolling:
                             rule=self.code,
                             severity=self.severity,
                             person=person.id,
-                            start=lo,
-                            end=hi,
+                            start=bounds[i],
+                            end=bounds[i + length],
                             value=round(worked / 60, 1),
                             limit=round(limit / 60, 1),
                             message=(
