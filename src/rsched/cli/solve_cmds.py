@@ -16,9 +16,11 @@ from rsched.domain import ProgramData, Severity
 from rsched.domain.errors import FieldError, InvalidInput
 from rsched.fileio import write_atomic
 from rsched.solver.api import SOLVERS, SolveParams, solve
+from rsched.solver.checkpoint import FileCheckpointStore, hint_from
 from rsched.solver.model import build_model
 from rsched.solver.precheck import PrecheckReport, precheck
 from rsched.solver.result import SolveResult
+from rsched.solver.sandbox import Limits, solve_in_sandbox
 
 
 def _load(path: str) -> ProgramData:
@@ -63,10 +65,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def default_limits(params: SolveParams, memory_mb: int | None = None) -> Limits:
+    """Sandbox limits: wall = time limit + 60 s for start-up and validation; CPU = every
+    worker busy for the whole wall time; memory 4 GiB of address space unless told."""
+    wall = params.time_limit + 60
+    return Limits(
+        memory_bytes=(memory_mb or 4096) * 2**20,
+        cpu_seconds=wall * max(1, params.workers) + 30,
+        wall_seconds=wall,
+    )
+
+
 def run_solve(
-    data: ProgramData, params: SolveParams, *, quiet: bool = False, console: Console | None = None
+    data: ProgramData,
+    params: SolveParams,
+    *,
+    quiet: bool = False,
+    console: Console | None = None,
+    sandbox: bool = True,
+    limits: Limits | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: Path | None = None,
 ) -> SolveResult:
-    """Pre-check, then solve with a progress bar; Ctrl-C keeps the best schedule found."""
+    """Pre-check, then solve with a progress bar (in the sandboxed child unless told
+    otherwise); Ctrl-C keeps the best schedule found."""
     console = console or Console(stderr=True)
     spec = build_model(data)
     report = precheck(spec)
@@ -74,8 +96,24 @@ def run_solve(
         raise InvalidInput(
             [FieldError("program", e) for e in report.errors], source="pre-solve check"
         )
+    hint: frozenset[tuple[str, str]] = frozenset()
+    if resume is not None:
+        latest = FileCheckpointStore(resume).latest()  # a corrupt newest file is refused
+        if latest is None:
+            raise InvalidInput(FieldError("resume", f"no checkpoint in {resume}"))
+        hint = hint_from(latest, program_id=data.program.id)
     with solver_progress(params.time_limit, console=console, enabled=not quiet) as (control, _):
-        return solve(data, params, control, spec=spec)
+        control.hint = hint
+        if not sandbox:
+            return solve(data, params, control, spec=spec)
+        return solve_in_sandbox(
+            data,
+            params,
+            limits=limits or default_limits(params),
+            control=control,
+            checkpoint_dir=checkpoint_dir,
+            run=data.program.id,
+        )
 
 
 def summary_table(result: SolveResult) -> Table:
@@ -126,7 +164,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     params = _params(args)
     data = _load(args.program)
     console = Console(stderr=True)
-    result = run_solve(data, params, quiet=args.quiet, console=console)
+    result = run_solve(
+        data,
+        params,
+        quiet=args.quiet,
+        console=console,
+        sandbox=not args.no_sandbox,
+        limits=default_limits(params, args.memory_mb),
+        checkpoint_dir=Path(args.checkpoints) if args.checkpoints else None,
+        resume=Path(args.resume) if args.resume else None,
+    )
     console.print(summary_table(result))
     if args.json:
         print(json.dumps(result.summary(), default=str, indent=2))
@@ -197,6 +244,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("-o", "--output", help="schedule JSON (rsched.schedule/1)")
     p.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    p.add_argument("--no-sandbox", action="store_true", help="solve in this process")
+    p.add_argument("--memory-mb", type=int, help="address-space limit of the solver child")
+    p.add_argument("--checkpoints", help="folder for hash-verified checkpoints")
+    p.add_argument("--resume", help="checkpoint folder to resume from (newest, verified)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="generate, solve, validate and export a synthetic program")
