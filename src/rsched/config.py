@@ -1,0 +1,99 @@
+"""Service settings from the environment (prefix ``RSCHED_``).
+
+Development (the embedded default) needs nothing: a SQLite file, a per-install secret
+generated once and kept beside the database, no Redis. Outside development the service
+refuses to start with a missing, weak or placeholder secret and without encryption keys.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rsched.domain.errors import FieldError, InvalidInput
+
+PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "test", "dev", "default"}
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RSCHED_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("rsched-data")
+    database_url: str | None = None
+    """Default: SQLite file ``{data_dir}/rsched.db`` (WAL)."""
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_minutes: int = Field(default=15, ge=1, le=120)
+    refresh_token_days: int = Field(default=14, ge=1, le=90)
+    encryption_keys: str | None = None
+    """Comma-separated Fernet keys, newest first."""
+    login_attempts_per_window: int = 10
+    login_window_seconds: int = 300
+    bootstrap_admin_secret: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return v
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env != "production"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'rsched.db').resolve()}"
+
+    def check_for_service(self) -> None:
+        """Refuse to serve with unsafe settings outside development."""
+        if self.is_dev:
+            return
+        errors: list[FieldError] = []
+        secret = self.jwt_secret or ""
+        if not secret:
+            errors.append(FieldError("RSCHED_JWT_SECRET", "required outside development"))
+        elif secret.lower() in PLACEHOLDERS or len(secret.encode()) < MIN_SECRET_BYTES:
+            errors.append(
+                FieldError(
+                    "RSCHED_JWT_SECRET",
+                    f"weak or placeholder secret: use at least {MIN_SECRET_BYTES} random bytes",
+                )
+            )
+        if not self.encryption_keys:
+            errors.append(
+                FieldError(
+                    "RSCHED_ENCRYPTION_KEYS",
+                    "required outside development (never an ephemeral key)",
+                )
+            )
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            errors.append(FieldError("RSCHED_DATABASE_URL", "production needs PostgreSQL"))
+        if errors:
+            raise InvalidInput(errors, source="settings")
+
+    def dev_secret(self, name: str) -> str:
+        """A per-install development secret kept in ``data_dir`` (never a constant)."""
+        path = self.data_dir / f".{name}"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Field-level encryption: MultiFernet over a key list, newest first."""

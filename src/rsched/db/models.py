@@ -1,0 +1,275 @@
+"""ORM tables. Every program-owned row carries ``program_id`` first in its key and its
+indexes, so a later split by program needs no code change. Sensitive fields are
+``EncryptedText`` (military_status, accommodation_notes, leave_type)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rsched.crypto.fields import EncryptedText
+from rsched.db.base import Base
+
+ID = String(64)
+
+
+class ProgramRow(Base):
+    __tablename__ = "programs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    academic_year_start: Mapped[date] = mapped_column(Date)
+    block_length_days: Mapped[int] = mapped_column(Integer, default=28)
+    horizon_start: Mapped[date] = mapped_column(Date)
+    horizon_end: Mapped[date] = mapped_column(Date)
+    periods: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PersonRow(Base):
+    __tablename__ = "people"
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    pgy: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    military_status: Mapped[str | None] = mapped_column(EncryptedText, nullable=True)
+    accommodation_notes: Mapped[str | None] = mapped_column(EncryptedText, nullable=True)
+
+
+class ShiftTypeRow(Base):
+    __tablename__ = "shift_types"
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    code: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    start: Mapped[str] = mapped_column(String(5))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    counts_toward_hours: Mapped[bool] = mapped_column(Boolean, default=True)
+    eligible_pgy: Mapped[list[int]] = mapped_column(JSON, default=list)
+    required_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    faculty: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RotationRow(Base):
+    __tablename__ = "rotations"
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    eligible_pgy: Mapped[list[int]] = mapped_column(JSON, default=list)
+    min_residents: Mapped[int] = mapped_column(Integer)
+    max_residents: Mapped[int] = mapped_column(Integer)
+    shift_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class RotationAssignmentRow(Base):
+    __tablename__ = "rotation_assignments"
+    program_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    person_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rotation_id: Mapped[str] = mapped_column(ID)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["program_id", "person_id"], ["people.program_id", "people.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["program_id", "rotation_id"],
+            ["rotations.program_id", "rotations.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+
+class SlotPatternRow(Base):
+    """A pattern as written in the program file (kept so a program can be re-expanded)."""
+
+    __tablename__ = "slot_patterns"
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SlotRow(Base):
+    __tablename__ = "slots"
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    shift: Mapped[str] = mapped_column(ID)
+    kind: Mapped[str] = mapped_column(String(32))
+    start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[date] = mapped_column(Date)
+    """Local date of the start (the grid's column)."""
+    min_staff: Mapped[int] = mapped_column(Integer)
+    max_staff: Mapped[int] = mapped_column(Integer)
+    staff_kind: Mapped[str] = mapped_column(String(16), default="resident")
+    pgy_min: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    supervision: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    faculty_max: Mapped[int] = mapped_column(Integer, default=0)
+    counts_toward_hours: Mapped[bool] = mapped_column(Boolean, default=True)
+    __table_args__ = (Index("ix_slots_program_day", "program_id", "day"),)
+
+
+class AbsenceRow(Base):
+    __tablename__ = "absences"
+    program_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    person_id: Mapped[str] = mapped_column(ID)
+    start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    leave_type: Mapped[str] = mapped_column(EncryptedText)
+    blocking: Mapped[bool] = mapped_column(Boolean, default=True)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["program_id", "person_id"], ["people.program_id", "people.id"], ondelete="CASCADE"
+        ),
+        Index("ix_absences_program_person", "program_id", "person_id", "start"),
+    )
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    program_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    person_id: Mapped[str] = mapped_column(ID)
+    day: Mapped[date] = mapped_column(Date)
+    wants: Mapped[bool] = mapped_column(Boolean)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    shift: Mapped[str | None] = mapped_column(ID, nullable=True)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["program_id", "person_id"], ["people.program_id", "people.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class ScheduleVersionRow(Base):
+    __tablename__ = "schedule_versions"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), index=True
+    )
+    start: Mapped[date] = mapped_column(Date)
+    end: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str | None] = mapped_column(ID, nullable=True)
+    __table_args__ = (Index("ix_versions_program_status", "program_id", "status"),)
+
+
+class AssignmentRow(Base):
+    __tablename__ = "assignments"
+    program_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    version_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("schedule_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    person_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    slot_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(16), default="solver")
+    __table_args__ = (
+        Index("ix_assignments_program_day", "program_id", "version_id", "day"),
+        Index("ix_assignments_person_day", "program_id", "person_id", "day"),
+    )
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MembershipRow(Base):
+    """A user's role in one program (coordinator, faculty, resident), and for faculty and
+    residents the person they are."""
+
+    __tablename__ = "memberships"
+    user_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    program_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    person_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+
+
+class RefreshTokenRow(Base):
+    __tablename__ = "refresh_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family: Mapped[str] = mapped_column(ID, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FeedTokenRow(Base):
+    """A secret ICS feed URL for one person; only its hash is stored."""
+
+    __tablename__ = "feed_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str] = mapped_column(ID, index=True)
+    person_id: Mapped[str] = mapped_column(ID)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["program_id", "person_id"], ["people.program_id", "people.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class LoginAttemptRow(Base):
+    """Failed logins, for the rate limit (durable, shared by every API process)."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str | None] = mapped_column(ID, nullable=True)
+    program_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
