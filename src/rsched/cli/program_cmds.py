@@ -84,14 +84,18 @@ def summary(data: ProgramData) -> Table:
     rows = [
         ("horizon", f"{data.start} .. {data.end} ({(data.end - data.start).days + 1} days)"),
         ("averaging periods", str(len(data.periods))),
-        ("people", f"{len(data.people)} ({residents} residents, "
-                   f"{len(data.people) - residents} faculty)"),
+        (
+            "people",
+            f"{len(data.people)} ({residents} residents, {len(data.people) - residents} faculty)",
+        ),
         ("shift types", str(len(data.shift_types))),
         ("rotations", str(len(data.rotations))),
         ("rotation assignments", str(len(data.rotation_assignments))),
         ("slots", str(len(data.slots))),
-        ("slot-positions (min..max)",
-         f"{sum(s.min_staff for s in data.slots)} .. {sum(s.max_staff for s in data.slots)}"),
+        (
+            "slot-positions (min..max)",
+            f"{sum(s.min_staff for s in data.slots)} .. {sum(s.max_staff for s in data.slots)}",
+        ),
         ("absences", str(len(data.absences))),
         ("requests", str(len(data.requests))),
     ]
