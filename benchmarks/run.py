@@ -30,23 +30,28 @@ def _data(size: str, seed: int) -> Any:
 
 def one_solve(size: str, solver: str, time_limit: float, seed: int) -> dict[str, Any]:
     from rsched.solver.api import SolveParams, solve
-    from rsched.solver.control import Control, Progress
+    from rsched.solver.control import Checkpoint, Control, Progress
 
     data = _data(size, seed)
-    best_at: list[float] = []
-    last: list[float | None] = [None]
+    trace: list[tuple[float, float]] = []
+
+    def improved(elapsed: float, objective: float | None) -> None:
+        if objective is not None and (not trace or objective < trace[-1][1]):
+            trace.append((round(elapsed, 3), objective))
 
     def on_progress(p: Progress) -> None:
-        if p.objective is not None and p.objective != last[0]:
-            last[0] = p.objective
-            best_at.append(p.elapsed)
+        improved(p.elapsed, p.objective)
+
+    def on_checkpoint(cp: Checkpoint) -> None:
+        improved(cp.elapsed, cp.objective)
 
     t0 = time.perf_counter()
     result = solve(
         data,
         SolveParams(algorithm=solver, time_limit=time_limit, workers=2, seed=seed),
-        Control(on_progress=on_progress),
+        Control(on_progress=on_progress, on_checkpoint=on_checkpoint),
     )
+    best_at = [t for t, _ in trace]
     wall = time.perf_counter() - t0
     rep = result.report
     spreads = [f.spread for f in rep.fairness] if rep else []
@@ -66,6 +71,7 @@ def one_solve(size: str, solver: str, time_limit: float, seed: int) -> dict[str,
         "max_fairness_spread": max(spreads) if spreads else 0,
         "x_vars": result.model_size.get("x_vars"),
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trace": trace,
     }
 
 
