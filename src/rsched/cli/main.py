@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "validate_cmd",
     "solve_cmds",
     "bench_cmds",
+    "admin_cmds",
 )
 
 EXIT_OK = 0
