@@ -61,8 +61,24 @@ def _cp_sat(spec: ModelSpec, params: SolveParams, control: Control) -> SolveResu
     )
 
 
+def _mip(spec: ModelSpec, params: SolveParams, control: Control) -> SolveResult:
+    from rsched.solver.mip import MipParams, solve_mip
+
+    return solve_mip(
+        spec,
+        MipParams(time_limit=params.time_limit, threads=params.workers, seed=params.seed),
+        control,
+    )
+
+
+def _greedy(spec: ModelSpec, params: SolveParams, control: Control) -> SolveResult:
+    from rsched.solver.greedy import GreedyParams, solve_greedy
+
+    return solve_greedy(spec, GreedyParams(time_limit=params.time_limit, seed=params.seed), control)
+
+
 SolverFn = Callable[[ModelSpec, SolveParams, Control], SolveResult]
-SOLVERS: dict[str, SolverFn] = {"cp_sat": _cp_sat}
+SOLVERS: dict[str, SolverFn] = {"cp_sat": _cp_sat, "greedy": _greedy, "mip": _mip}
 
 
 def register_solver(name: str, fn: SolverFn) -> None:
