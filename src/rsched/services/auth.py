@@ -56,6 +56,8 @@ LOGIN_REFUSED = "invalid email or password"
 REQUIRED_CLAIMS = ("sub", "iat", "exp", "jti", "typ")
 CLOCK_LEEWAY_SECONDS = 5
 """Tolerated clock difference between API hosts when checking ``iat`` and ``exp``."""
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+"""RFC 7518 §3.2: an HMAC key at least as long as the hash output."""
 DEV_KEY_FILE = ".encryption_key"
 MIN_DISTINCT_KEY_BYTES = 8
 """A random 32-byte key has about 28 distinct bytes; fewer than this is a made-up key."""
@@ -382,7 +384,16 @@ def startup(settings: Settings) -> None:
                 ),
                 source="settings",
             )
-    jwt_secret(settings)
+    secret = jwt_secret(settings)
+    needed = HMAC_KEY_BYTES[settings.jwt_algorithm]
+    if not settings.is_dev and len(secret.encode()) < needed:
+        raise InvalidInput(
+            FieldError(
+                "RSCHED_JWT_SECRET",
+                f"{settings.jwt_algorithm} needs a secret of at least {needed} bytes",
+            ),
+            source="settings",
+        )
     install_keys(encryption_keys(settings))
     _dummy_hash()
 
