@@ -120,9 +120,16 @@ def viewer(session: Session, actor: Actor, program_id: str, need: Need) -> Viewe
 
 
 def page(
-    session: Session, stmt: Select[Any], *, limit: int, offset: int, convert: Callable[[Any], R]
+    session: Session,
+    stmt: Select[*tuple[Any, ...]],
+    *,
+    limit: int,
+    offset: int,
+    convert: Callable[[Any], R],
+    whole_rows: bool = False,
 ) -> Page[R]:
-    """Two queries whatever the size: the count and the rows of the page."""
+    """Two queries whatever the size: the count and the rows of the page. ``convert``
+    gets the first entity of each result row, or the whole row with ``whole_rows``."""
     errors = []
     if not 1 <= limit <= MAX_LIMIT:
         errors.append(FieldError("limit", f"must be 1..{MAX_LIMIT}"))
@@ -131,8 +138,9 @@ def page(
     if errors:
         raise InvalidInput(errors)
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    rows = session.scalars(stmt.limit(limit).offset(offset)).all()
-    return Page[R](items=[convert(r) for r in rows], total=total or 0, limit=limit, offset=offset)
+    window = stmt.limit(limit).offset(offset)
+    rows = session.execute(window).all() if whole_rows else session.scalars(window).all()
+    return Page(items=[convert(r) for r in rows], total=total or 0, limit=limit, offset=offset)
 
 
 def _own(stmt: Select[Any], column: Any, view: Viewer) -> Select[Any]:

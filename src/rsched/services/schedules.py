@@ -1,0 +1,434 @@
+"""Schedule versions: save a draft, read versions, the people × days grid, assignment
+lists, exports, and personal calendar feeds.
+
+A version is immutable once written: its assignments and their content hash (SHA-256 of
+the canonical, sorted ``[person, slot]`` pairs) never change. A version becomes
+``active`` only through publishing (a service of its own); nothing here changes a status.
+
+Faculty and residents read only active versions; any other version answers NotFound to
+them. A calendar feed is read with its secret token alone (no actor: the token is the
+credential); only the token's SHA-256 is stored, so the secret is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from rsched.db import mapping as m
+from rsched.db.models import (
+    AssignmentRow,
+    FeedTokenRow,
+    PersonRow,
+    ProgramRow,
+    ScheduleVersionRow,
+    ShiftTypeRow,
+    SlotRow,
+)
+from rsched.domain import (
+    Assignment,
+    AssignmentSource,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    PersonKind,
+    ProgramData,
+    ScheduleStatus,
+)
+from rsched.interchange.csv_export import schedule_csv
+from rsched.interchange.ics import person_calendar
+from rsched.interchange.schedule_json import export_schedule
+from rsched.services.access import Actor, Need
+from rsched.services.programs import Viewer, page, viewer
+from rsched.services.schemas import AssignmentPublic, Grid, GridRow, Page, VersionPublic
+
+MAX_GRID_DAYS = 366
+
+
+def content_hash(pairs: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 of the sorted, distinct ``[person, slot]`` pairs as compact JSON."""
+    canonical = json.dumps(sorted(set(pairs)), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _public(row: ScheduleVersionRow) -> VersionPublic:
+    return VersionPublic(
+        id=row.id,
+        program_id=row.program_id,
+        start=row.start,
+        end=row.end,
+        status=ScheduleStatus(row.status),
+        run_id=row.run_id,
+        content_hash=row.content_hash,
+        report=row.report or {},
+        created_at=m.as_utc(row.created_at),
+        created_by=row.created_by,
+    )
+
+
+def _version(session: Session, view: Viewer, version_id: str) -> ScheduleVersionRow:
+    """The version if the viewer may read it: coordinators any, others the active ones."""
+    row = session.get(ScheduleVersionRow, version_id)
+    if (
+        row is None
+        or row.program_id != view.program.id
+        or (not view.manages and row.status != ScheduleStatus.ACTIVE)
+    ):
+        raise NotFound(f"schedule version {version_id!r} not found")
+    return row
+
+
+def _assignments(session: Session, program_id: str, version_id: str) -> list[Assignment]:
+    rows = session.execute(
+        select(AssignmentRow.person_id, AssignmentRow.slot_id, AssignmentRow.source).where(
+            AssignmentRow.program_id == program_id, AssignmentRow.version_id == version_id
+        )
+    )
+    return [
+        Assignment(person_id=p, slot_id=s, source=AssignmentSource(source)) for p, s, source in rows
+    ]
+
+
+# ------------------------------------------------------------------------ versions
+
+
+def save_draft(
+    session: Session,
+    *,
+    actor: Actor,
+    program_id: str,
+    assignments: Iterable[Assignment],
+    report_summary: Mapping[str, Any],
+    run_id: str | None = None,
+) -> str:
+    """Store ``assignments`` as a new draft version over the program's horizon; its id."""
+    view = viewer(session, actor, program_id, Need.MANAGE)
+    chosen = sorted(set(assignments))
+    people = set(session.scalars(select(PersonRow.id).where(PersonRow.program_id == program_id)))
+    slot_day = {
+        sid: day
+        for sid, day in session.execute(
+            select(SlotRow.id, SlotRow.day).where(SlotRow.program_id == program_id)
+        )
+    }
+    errors = [
+        FieldError(f"assignments[{i}].{field}", f"unknown {field} {ref!r}")
+        for i, a in enumerate(chosen)
+        for field, ref, known in (("person", a.person_id, people), ("slot", a.slot_id, slot_day))
+        if ref not in known
+    ]
+    try:
+        report = json.loads(json.dumps(dict(report_summary), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        errors.append(FieldError("report_summary", f"must be plain JSON data ({exc})"))
+    if errors:
+        raise InvalidInput(errors)
+    version_id = uuid.uuid4().hex
+    program = view.program
+    session.add(
+        ScheduleVersionRow(
+            id=version_id,
+            program_id=program_id,
+            start=program.horizon_start,
+            end=program.horizon_end,
+            status=ScheduleStatus.DRAFT.value,
+            run_id=run_id,
+            content_hash=content_hash((a.person_id, a.slot_id) for a in chosen),
+            report=report,
+            created_at=datetime.now(UTC),
+            created_by=actor.user_id,
+        )
+    )
+    session.flush()
+    if chosen:
+        session.execute(
+            insert(AssignmentRow),
+            [
+                {
+                    "program_id": program_id,
+                    "version_id": version_id,
+                    "person_id": a.person_id,
+                    "slot_id": a.slot_id,
+                    "day": slot_day[a.slot_id],
+                    "source": a.source.value,
+                }
+                for a in chosen
+            ],
+        )
+    return version_id
+
+
+def get_version(
+    session: Session, *, actor: Actor, program_id: str, version_id: str
+) -> VersionPublic:
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    return _public(_version(session, view, version_id))
+
+
+def list_versions(
+    session: Session,
+    *,
+    actor: Actor,
+    program_id: str,
+    limit: int = 100,
+    offset: int = 0,
+    status: ScheduleStatus | None = None,
+) -> Page[VersionPublic]:
+    """Newest first. Faculty and residents see the active versions only."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    stmt = select(ScheduleVersionRow).where(ScheduleVersionRow.program_id == program_id)
+    if not view.manages:
+        stmt = stmt.where(ScheduleVersionRow.status == ScheduleStatus.ACTIVE.value)
+    if status is not None:
+        stmt = stmt.where(ScheduleVersionRow.status == ScheduleStatus(status).value)
+    stmt = stmt.order_by(ScheduleVersionRow.created_at.desc(), ScheduleVersionRow.id)
+    return page(session, stmt, limit=limit, offset=offset, convert=_public)
+
+
+def active_version(
+    session: Session, *, actor: Actor, program_id: str, start: date, end: date
+) -> VersionPublic | None:
+    """The newest active version overlapping the local days ``start``..``end``, if any."""
+    viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    row = session.scalar(
+        select(ScheduleVersionRow)
+        .where(
+            ScheduleVersionRow.program_id == program_id,
+            ScheduleVersionRow.status == ScheduleStatus.ACTIVE.value,
+            ScheduleVersionRow.start <= end,
+            ScheduleVersionRow.end >= start,
+        )
+        .order_by(ScheduleVersionRow.created_at.desc())
+        .limit(1)
+    )
+    return None if row is None else _public(row)
+
+
+# ----------------------------------------------------------------- reading a version
+
+
+def _days(start: date, end: date) -> list[date]:
+    if end < start:
+        raise InvalidInput(FieldError("end", f"must not be before start ({start})"))
+    count = (end - start).days + 1
+    if count > MAX_GRID_DAYS:
+        raise InvalidInput(FieldError("end", f"at most {MAX_GRID_DAYS} days at once"))
+    return [start + timedelta(days=i) for i in range(count)]
+
+
+def grid(
+    session: Session, *, actor: Actor, program_id: str, version_id: str, start: date, end: date
+) -> Grid:
+    """People × local days ``start``..``end``: each cell holds that day's shift codes in
+    start order. Rows: active people and anyone assigned in the window; residents by PGY,
+    then faculty. Three queries whatever the size."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    version = _version(session, view, version_id)
+    days = _days(start, end)
+    column = {d: i for i, d in enumerate(days)}
+    cells: dict[str, list[list[str]]] = defaultdict(lambda: [[] for _ in days])
+    rows = session.execute(
+        select(AssignmentRow.person_id, AssignmentRow.day, SlotRow.shift)
+        .join(
+            SlotRow,
+            (SlotRow.program_id == AssignmentRow.program_id)
+            & (SlotRow.id == AssignmentRow.slot_id),
+        )
+        .where(
+            AssignmentRow.program_id == program_id,
+            AssignmentRow.version_id == version_id,
+            AssignmentRow.day >= start,
+            AssignmentRow.day <= end,
+        )
+        .order_by(SlotRow.start, SlotRow.id)
+    )
+    for person_id, day, shift in rows:
+        cells[person_id][column[day]].append(shift)
+    people = session.execute(
+        select(PersonRow.id, PersonRow.name, PersonRow.kind, PersonRow.pgy, PersonRow.active).where(
+            PersonRow.program_id == program_id
+        )
+    ).all()
+    shown = [p for p in people if p.active or p.id in cells]
+    shown.sort(key=lambda p: (p.kind != PersonKind.RESIDENT.value, p.pgy or 0, p.id))
+    return Grid(
+        program_id=program_id,
+        version_id=version_id,
+        status=ScheduleStatus(version.status),
+        days=days,
+        rows=[
+            GridRow(
+                person_id=p.id, name=p.name, kind=PersonKind(p.kind), pgy=p.pgy, cells=cells[p.id]
+            )
+            for p in shown
+        ],
+    )
+
+
+def assignments_list(
+    session: Session,
+    *,
+    actor: Actor,
+    program_id: str,
+    version_id: str,
+    limit: int = 100,
+    offset: int = 0,
+    person_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> Page[AssignmentPublic]:
+    """Assignments of a version by slot start; filters: one person, local days start..end."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    _version(session, view, version_id)
+    stmt = (
+        select(AssignmentRow, SlotRow)
+        .join(
+            SlotRow,
+            (SlotRow.program_id == AssignmentRow.program_id)
+            & (SlotRow.id == AssignmentRow.slot_id),
+        )
+        .where(AssignmentRow.program_id == program_id, AssignmentRow.version_id == version_id)
+    )
+    if person_id is not None:
+        stmt = stmt.where(AssignmentRow.person_id == person_id)
+    if start is not None:
+        stmt = stmt.where(AssignmentRow.day >= start)
+    if end is not None:
+        stmt = stmt.where(AssignmentRow.day <= end)
+    stmt = stmt.order_by(SlotRow.start, SlotRow.id, AssignmentRow.person_id)
+
+    def convert(row: Any) -> AssignmentPublic:
+        a, slot = row
+        return AssignmentPublic(
+            person_id=a.person_id,
+            slot_id=a.slot_id,
+            day=a.day,
+            shift=slot.shift,
+            start=m.as_utc(slot.start),
+            end=m.as_utc(slot.end),
+            source=a.source,
+        )
+
+    return page(session, stmt, limit=limit, offset=offset, convert=convert, whole_rows=True)
+
+
+def export_json(
+    session: Session, *, actor: Actor, program_id: str, version_id: str
+) -> dict[str, Any]:
+    """The version as an ``rsched.schedule/1`` document (re-validated by the rule engine)."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    version = _version(session, view, version_id)
+    data = m.load_program_data(session, program_id)
+    assignments = _assignments(session, program_id, version_id)
+    return export_schedule(data, assignments, summary=version.report or {})
+
+
+def export_csv(session: Session, *, actor: Actor, program_id: str, version_id: str) -> str:
+    """The version as CSV, one row per assignment on the program's local clock."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    _version(session, view, version_id)
+    data = m.load_program_data(session, program_id)
+    return schedule_csv(data, _assignments(session, program_id, version_id))
+
+
+# ------------------------------------------------------------------- calendar feeds
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _feed_owner(session: Session, view: Viewer, person_id: str) -> None:
+    """Coordinators manage anyone's feed; faculty and residents their own."""
+    if (
+        not view.sees_private(person_id)
+        or session.get(PersonRow, (view.program.id, person_id)) is None
+    ):
+        raise NotFound(f"person {person_id!r} not found")
+
+
+def create_feed_token(session: Session, *, actor: Actor, program_id: str, person_id: str) -> str:
+    """A new secret feed token for ``person_id``, returned once; only its hash is kept."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    _feed_owner(session, view, person_id)
+    token = secrets.token_urlsafe(32)
+    session.add(
+        FeedTokenRow(
+            id=uuid.uuid4().hex,
+            program_id=program_id,
+            person_id=person_id,
+            token_hash=_token_hash(token),
+            created_at=datetime.now(UTC),
+        )
+    )
+    session.flush()
+    return token
+
+
+def revoke_feed_token(session: Session, *, actor: Actor, program_id: str, person_id: str) -> int:
+    """Revoke every live feed token of ``person_id``; how many were revoked."""
+    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
+    _feed_owner(session, view, person_id)
+    result = session.execute(
+        update(FeedTokenRow)
+        .where(
+            FeedTokenRow.program_id == program_id,
+            FeedTokenRow.person_id == person_id,
+            FeedTokenRow.revoked_at.is_(None),
+        )
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def calendar_by_feed_token(session: Session, token: str) -> str:
+    """The ICS feed of the token's person: their assignments in the program's active
+    versions. An unknown or revoked token answers NotFound."""
+    feed = session.scalar(select(FeedTokenRow).where(FeedTokenRow.token_hash == _token_hash(token)))
+    if feed is None or feed.revoked_at is not None:
+        raise NotFound("calendar feed not found")
+    pid = feed.program_id
+    active = select(ScheduleVersionRow.id).where(
+        ScheduleVersionRow.program_id == pid,
+        ScheduleVersionRow.status == ScheduleStatus.ACTIVE.value,
+    )
+    slots = session.scalars(
+        select(SlotRow)
+        .where(
+            SlotRow.program_id == pid,
+            SlotRow.id.in_(
+                select(AssignmentRow.slot_id).where(
+                    AssignmentRow.program_id == pid,
+                    AssignmentRow.person_id == feed.person_id,
+                    AssignmentRow.version_id.in_(active),
+                )
+            ),
+        )
+        .order_by(SlotRow.start, SlotRow.id)
+    ).all()
+    row = session.get(ProgramRow, pid)
+    person_row = session.get(PersonRow, (pid, feed.person_id))
+    if row is None or person_row is None:  # the foreign keys cascade; defensive only
+        raise NotFound("calendar feed not found")
+    shift_types = session.scalars(select(ShiftTypeRow).where(ShiftTypeRow.program_id == pid))
+    data = ProgramData(
+        program=m.program_from_row(row),
+        start=row.horizon_start,
+        end=row.horizon_end,
+        periods=(),
+        people=(m.person_from_row(person_row),),
+        slots=tuple(m.slot_from_row(s) for s in slots),
+        shift_types=tuple(m.shift_type_from_row(t) for t in shift_types),
+    )
+    person = data.people[0]
+    mine = [Assignment(person_id=person.id, slot_id=s.id) for s in data.slots]
+    return person_calendar(data, mine, person.id)
