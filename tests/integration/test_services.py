@@ -1,12 +1,10 @@
-"""The service layer on real databases: SQLite and PostgreSQL, each test on a freshly
+"""The service layer on real databases: SQLite and PostgreSQL, each test on an empty
 migrated database. Import and load back, all-or-nothing import, CRUD with pagination
 and filters, tenancy, per-role visibility, constant query counts, calendar feed tokens."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -14,15 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rsched.crypto.fields import install_keys, new_key
 from rsched.db import mapping
-from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
+from rsched.db.base import Base, transaction
 from rsched.db.mapping import load_program_data
-from rsched.db.migrate import upgrade
 from rsched.db.models import FeedTokenRow, ScheduleVersionRow, SlotRow
 from rsched.domain import Assignment, InvalidInput, NotFound, PersonKind, ScheduleStatus
 from rsched.programfile.generator import generate_program
@@ -43,61 +38,22 @@ from rsched.services.schemas import (
     SlotPatternUpdate,
 )
 
-PG_ADMIN_URL = os.environ.get(
-    "RSCHED_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 ADMIN = Actor(user_id="admin", is_admin=True)
 SMALL = "synthetic-small"
 
 # ------------------------------------------------------------------------ fixtures
+# db_url (SQLite and PostgreSQL, emptied before each test), session_factory and
+# fernet_keys come from conftest.py.
 
 
 @pytest.fixture(autouse=True)
-def _keys() -> None:
-    install_keys([new_key()])
-
-
-@contextmanager
-def _postgres_database() -> Iterator[str]:
-    """A new, migrated PostgreSQL database, dropped afterwards. Unreachable server: the
-    test fails in CI and is skipped elsewhere."""
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"rsched_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        message = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rsched.db'}"
-        upgrade(url)
-        yield url
-    else:
-        with _postgres_database() as url:
-            yield url
+def _keys(fernet_keys: list[str]) -> list[str]:
+    return fernet_keys
 
 
 @pytest.fixture
-def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def factory(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    return session_factory
 
 
 def coordinator(program_id: str) -> Actor:
