@@ -57,6 +57,7 @@ from rsched.domain import (
     ProgramData,
     Request,
     Rotation,
+    ShiftKind,
     ShiftType,
 )
 from rsched.domain.calendar import local_midnight, zone
@@ -387,7 +388,7 @@ def list_shift_types(
     program_id: str,
     limit: int = 100,
     offset: int = 0,
-    kind: str | None = None,
+    kind: ShiftKind | None = None,
 ) -> Page[ShiftTypePublic]:
     viewer(session, actor, program_id, Need.READ_PUBLISHED)
     stmt = select(ShiftTypeRow).where(ShiftTypeRow.program_id == program_id)
