@@ -12,11 +12,14 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
     String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -273,3 +276,76 @@ class AuditRow(Base):
     target: Mapped[str | None] = mapped_column(String(200), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
+
+
+class RunRow(Base):
+    """One solve job. ``attempt`` is the fencing token: every write of a worker names the
+    attempt it claimed, and a write for an older attempt changes nothing."""
+
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str] = mapped_column(ID, ForeignKey("programs.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    requested_by: Mapped[str | None] = mapped_column(ID, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    best_objective: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_transient: Mapped[bool] = mapped_column(Boolean, default=False)
+    abort_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    abort_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    abort_by: Mapped[str | None] = mapped_column(ID, nullable=True)
+    result_version_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    __table_args__ = (
+        UniqueConstraint("program_id", "idempotency_key", name="uq_runs_program_key"),
+        Index("ix_runs_state_created", "state", "created_at"),
+        Index("ix_runs_program_state", "program_id", "state"),
+    )
+
+
+class RunCheckpointRow(Base):
+    """An improving solution of a run, hash-verified on read."""
+
+    __tablename__ = "run_checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    program_id: Mapped[str] = mapped_column(ID)
+    attempt: Mapped[int] = mapped_column(Integer)
+    objective: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ControlRow(Base):
+    """The embedded control store: abort flags and live progress, with an expiry."""
+
+    __tablename__ = "control"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LeaseRow(Base):
+    """A named lease (the maintenance leader): holder and epoch fence the holder's writes."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
