@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "solve_cmds",
     "bench_cmds",
     "admin_cmds",
+    "serve_cmd",
 )
 
 EXIT_OK = 0

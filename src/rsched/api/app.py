@@ -1,0 +1,211 @@
+"""The HTTP API: ``create_app(settings, engine=…)`` builds a FastAPI app whose state holds
+the settings, the engine and the sessionmaker (no other state: processes are stateless
+and any number may run behind a load balancer).
+
+Start-up refuses unsafe settings and installs the encryption keys
+(``rsched.services.auth.startup``); on the embedded default (no ``RSCHED_DATABASE_URL``)
+it also creates and migrates the SQLite file, so ``rsched serve`` needs no other setup.
+A production database is migrated by the operator, not by each API process.
+
+Every request gets an id (``X-Request-ID``: the caller's when it is sane, else a new
+one), echoed in the response, in problem details and in every log line. Logs are JSON
+lines; an exception no handler knows is logged with its traceback and answered with a
+generic 500 problem, never with the traceback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rsched import __version__
+from rsched.api import errors
+from rsched.api.deps import TextGuard
+from rsched.api.routes import (
+    absences,
+    auth,
+    health,
+    people,
+    programs,
+    requests,
+    rotations,
+    schedules,
+    shift_types,
+    slot_patterns,
+)
+from rsched.config import Settings, get_settings
+from rsched.db import migrate
+from rsched.db.base import make_engine, make_sessionmaker
+from rsched.services.auth import startup
+
+ROUTERS = (
+    health.router,
+    auth.router,
+    programs.router,
+    people.router,
+    shift_types.router,
+    rotations.router,
+    slot_patterns.router,
+    absences.router,
+    requests.router,
+    schedules.router,
+    schedules.feeds,
+)
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+log = logging.getLogger("rsched.api")
+
+
+# ------------------------------------------------------------------------- logging
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's coloured copy of the message
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request id when there
+    is one, any ``extra`` fields, and the traceback (server side only)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_id_var.get()
+        if rid is not None:
+            entry["request_id"] = rid
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def logging_config(level: str = "info") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` (also given to uvicorn) sending rsched's and
+    uvicorn's logs to standard error as JSON lines."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    quiet = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"default": handler},
+        "loggers": {"rsched": quiet, "uvicorn": quiet, "uvicorn.error": quiet},
+    }
+
+
+# ---------------------------------------------------------------------- middleware
+
+
+class RequestContext:
+    """Request id, one access-log line per request, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = dict(scope.get("headers") or ()).get(REQUEST_ID_HEADER.encode(), b"")
+        text = offered.decode("latin-1")
+        rid = text if _SANE_ID.fullmatch(text) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), rid.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                log.error("error after the response started", exc_info=exc)
+            else:
+                await errors.unexpected(Request(scope), exc)(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
+
+
+# ------------------------------------------------------------------------- the app
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    url = settings.resolved_database_url()
+    own_engine = engine is None
+    bound = engine if engine is not None else make_engine(url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        startup(settings)
+        if settings.database_url is None:  # the embedded default: create and migrate
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            migrate.upgrade(url)
+        log.info("api started", extra={"version": __version__, "env": settings.env})
+        yield
+        if own_engine:
+            bound.dispose()
+
+    app = FastAPI(
+        title="rsched",
+        version=__version__,
+        summary="ACGME-compliant residency scheduling",
+        description=(
+            "Programs, people, rotations, shift types, slot patterns, absences, requests "
+            "and schedules. Errors are RFC 9457 problem details. See docs/api.md."
+        ),
+        lifespan=lifespan,
+        dependencies=[TextGuard],
+    )
+    app.state.settings = settings
+    app.state.engine = bound
+    app.state.sessionmaker = make_sessionmaker(bound)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(RequestContext)
+    return app
