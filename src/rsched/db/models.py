@@ -349,3 +349,100 @@ class LeaseRow(Base):
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PublishTokenRow(Base):
+    """A one-time publish token bound to (draft, program, user); only its hash is stored."""
+
+    __tablename__ = "publish_tokens"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    program_id: Mapped[str] = mapped_column(ID, index=True)
+    version_id: Mapped[str] = mapped_column(ID)
+    user_id: Mapped[str] = mapped_column(ID)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class StagingRow(Base):
+    """Write-ahead record of a publish: pending until the activation commits."""
+
+    __tablename__ = "publish_staging"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str] = mapped_column(ID, index=True)
+    version_id: Mapped[str] = mapped_column(ID)
+    previous_active: Mapped[list[str]] = mapped_column(JSON, default=list)
+    checksum: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default="publish")
+    actor: Mapped[str | None] = mapped_column(ID, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (Index("ix_staging_state", "state"),)
+
+
+class StagingBackupRow(Base):
+    """The rows a publish will change, as they were before it (for recovery and rollback)."""
+
+    __tablename__ = "publish_staging_backups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    staging_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("publish_staging.id", ondelete="CASCADE"), index=True
+    )
+    table_name: Mapped[str] = mapped_column(String(64))
+    row_key: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ApprovalRow(Base):
+    """An approval request for a guarded action; decided once with a single-use token."""
+
+    __tablename__ = "approvals"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str] = mapped_column(ID, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(ID)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(ID, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OutboxRow(Base):
+    """Events written in the same transaction as the change; delivered by the worker."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    program_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),)
+
+
+class BackupRow(Base):
+    """A backup file: where, why, when, its checksum; the baseline is never deleted."""
+
+    __tablename__ = "backups"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    program_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    path: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
