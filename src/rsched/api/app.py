@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -173,6 +174,12 @@ class RequestContext:
 # ------------------------------------------------------------------------- the app
 
 
+def operation_id(route: APIRoute) -> str:
+    """OpenAPI operation ids are the route names (list_people, get_grid, …): unique,
+    stable, and the keys of the authorization policy table in the tests."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     url = settings.resolved_database_url()
@@ -200,6 +207,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         ),
         lifespan=lifespan,
         dependencies=[TextGuard],
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.engine = bound

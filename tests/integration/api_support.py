@@ -1,0 +1,319 @@
+"""A populated database and an API client for the HTTP tests.
+
+``build_world`` imports two synthetic programs (A and B), makes six principals
+(anonymous, a resident and a faculty member of A, a coordinator of A, a coordinator of
+B, an admin), a draft and an active schedule version in each program, and a "subject"
+in each program (a resident with an absence and a request of their own: in A, the
+resident principal). Everything is made through the services, as a user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI < 0.137.2: app.routes is flat
+    iter_route_contexts = None  # type: ignore[assignment]
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from rsched.api.app import create_app
+from rsched.config import Settings
+from rsched.crypto.fields import KEYRING, install_keys, new_key
+from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
+from rsched.db.models import ScheduleVersionRow, SlotRow
+from rsched.domain import Assignment, ScheduleStatus
+from rsched.programfile.generator import generate_program
+from rsched.services import programs as P
+from rsched.services import schedules as S
+from rsched.services.access import Actor, Role
+from rsched.services.auth import issue_access_token
+from rsched.services.schemas import AbsenceCreate, RequestCreate
+from rsched.services.users import add_membership, create_user
+from tests.integration.conftest import empty_all_tables
+
+PASSWORD = "Correct-Horse-42"
+SETUP = Actor(user_id="setup", is_admin=True)
+PRINCIPALS = ("anonymous", "resident", "faculty", "coordinator_a", "coordinator_b", "admin")
+HOME = {"resident": "A", "faculty": "A", "coordinator_a": "A", "coordinator_b": "B"}
+"""The program each principal belongs to (admin and anonymous: none; A is used as theirs)."""
+_serial = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_serial):05d}"
+
+
+def program_file(program_id: str, seed: int = 1) -> dict[str, Any]:
+    """A small synthetic program as JSON-ready data (mapping keys as text)."""
+    mapping = generate_program("small", seed)
+    mapping["program"]["id"] = program_id
+    for pattern in mapping["slot_patterns"]:
+        for key in ("pgy_min", "supervision"):
+            if key in pattern:
+                pattern[key] = {str(k): v for k, v in pattern[key].items()}
+    return mapping
+
+
+def api_settings(url: str, data_dir: Path, keys: list[str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "data_dir": data_dir,
+        "database_url": url,
+        "redis_url": None,
+        "jwt_secret": secrets.token_urlsafe(48),
+        "encryption_keys": ",".join(keys),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def api_client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    """A client of a fresh app on ``engine``; server errors come back as responses (a
+    500 is a finding, not an exception in the test). The keyring is restored after."""
+    saved = (KEYRING.multi, KEYRING.newest)
+    try:
+        with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+            yield c
+    finally:
+        KEYRING.multi, KEYRING.newest = saved
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    name: str
+    method: str
+    path: str
+    """With the include prefix, e.g. /programs/{program_id}/people/{person_id}."""
+    success: int
+
+
+def api_routes(app: FastAPI) -> list[RouteInfo]:
+    """Every endpoint of the app (FastAPI ≥ 0.137 keeps included routers as a tree:
+    ``iter_route_contexts`` flattens it; older versions have a flat ``app.routes``)."""
+    contexts: Iterable[Any] = (
+        iter_route_contexts(app.routes) if iter_route_contexts is not None else app.routes
+    )
+    found = []
+    for ctx in contexts:
+        route = getattr(ctx, "original_route", ctx)
+        if isinstance(route, APIRoute):
+            for method in sorted(route.methods):
+                found.append(
+                    RouteInfo(route.name, method, ctx.path_format, route.status_code or 200)
+                )
+    return found
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    """``path`` with each ``{name}`` replaced by ``values[name]`` (KeyError when the tests
+    know no value for a new path parameter: add one to ``World.path_values``)."""
+    return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
+
+
+@dataclass
+class ProgramWorld:
+    id: str
+    subject: str
+    """A resident whose own records (absence, request) the tests read."""
+    other_person: str
+    shift: str
+    rotation: str
+    pattern: str
+    absence: str
+    request: str
+    active_version: str
+    draft_version: str
+
+
+@dataclass
+class Principal:
+    name: str
+    email: str | None = None
+    user_id: str | None = None
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+@dataclass
+class World:
+    settings: Settings
+    factory: sessionmaker[Session]
+    programs: dict[str, ProgramWorld]
+    principals: dict[str, Principal] = field(default_factory=dict)
+
+    def path_values(self, key: str) -> dict[str, str]:
+        """A real id for every path parameter of the API, in program ``key``."""
+        p = self.programs[key]
+        return {
+            "program_id": p.id,
+            "person_id": p.subject,
+            "code": p.shift,
+            "rotation_id": p.rotation,
+            "pattern_id": p.pattern,
+            "absence_id": p.absence,
+            "request_id": p.request,
+            "version_id": p.active_version,
+        }
+
+    def feed_token(self, key: str) -> str:
+        p = self.programs[key]
+        with transaction(self.factory) as s:
+            return S.create_feed_token(s, actor=SETUP, program_id=p.id, person_id=p.subject)
+
+
+def _assignments(s: Session, program_id: str, people: list[str]) -> list[Assignment]:
+    slots = s.scalars(
+        select(SlotRow.id)
+        .where(SlotRow.program_id == program_id)
+        .order_by(SlotRow.start, SlotRow.id)
+        .limit(30)
+    ).all()
+    return [
+        Assignment(person_id=people[i % len(people)], slot_id=sid) for i, sid in enumerate(slots)
+    ]
+
+
+def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> ProgramWorld:
+    with transaction(factory) as s:
+        P.import_program(s, actor=SETUP, mapping=program_file(program_id, seed))
+    with transaction(factory) as s:
+        residents = [p.id for p in P.list_people(s, actor=SETUP, program_id=program_id).items]
+        residents = [r for r in residents if r.startswith("r")]
+        subject = residents[0]
+        absence = P.create_absence(
+            s,
+            actor=SETUP,
+            program_id=program_id,
+            data=AbsenceCreate.model_validate(
+                {
+                    "id": "abs-subject",
+                    "person_id": subject,
+                    "start": "2027-01-04T08:00:00-05:00",
+                    "end": "2027-01-05T08:00:00-05:00",
+                    "leave_type": "sick",
+                }
+            ),
+        )
+        request = P.create_request(
+            s,
+            actor=SETUP,
+            program_id=program_id,
+            data=RequestCreate(
+                id="req-subject", person_id=subject, day="2026-07-10", wants=False, weight=3
+            ),
+        )
+        shift = P.list_shift_types(s, actor=SETUP, program_id=program_id).items[0].code
+        rotation = P.list_rotations(s, actor=SETUP, program_id=program_id).items[0].id
+        pattern = P.list_slot_patterns(s, actor=SETUP, program_id=program_id).items[0].id
+        chosen = _assignments(s, program_id, residents)
+        active = S.save_draft(
+            s, actor=SETUP, program_id=program_id, assignments=chosen, report_summary={"n": 1}
+        )
+        draft = S.save_draft(
+            s, actor=SETUP, program_id=program_id, assignments=chosen[:10], report_summary={}
+        )
+        s.execute(  # publishing is its own service; the tests set the status directly
+            update(ScheduleVersionRow)
+            .where(ScheduleVersionRow.id == active)
+            .values(status=ScheduleStatus.ACTIVE.value)
+        )
+    return ProgramWorld(
+        id=program_id,
+        subject=subject,
+        other_person=residents[1],
+        shift=shift,
+        rotation=rotation,
+        pattern=pattern,
+        absence=absence.id,
+        request=request.id,
+        active_version=active,
+        draft_version=draft,
+    )
+
+
+def _user(
+    s: Session,
+    name: str,
+    *,
+    admin: bool = False,
+    program_id: str | None = None,
+    role: Role | None = None,
+    person_id: str | None = None,
+) -> Principal:
+    email = f"{name.replace('_', '.')}@example.org"
+    user_id = create_user(s, email=email, password=PASSWORD, is_admin=admin)
+    if program_id is not None and role is not None:
+        add_membership(s, user_id=user_id, program_id=program_id, role=role, person_id=person_id)
+    return Principal(name=name, email=email, user_id=user_id)
+
+
+def build_world(settings: Settings, factory: sessionmaker[Session]) -> World:
+    """Two programs, six principals, their access tokens (the database must be empty)."""
+    programs = {"A": _program(factory, "prog-a", 1), "B": _program(factory, "prog-b", 2)}
+    a, b = programs["A"].id, programs["B"].id
+    with transaction(factory) as s:
+        faculty = next(
+            p.id for p in P.list_people(s, actor=SETUP, program_id=a, kind="faculty").items
+        )
+        principals = {
+            "anonymous": Principal(name="anonymous"),
+            "resident": _user(
+                s, "resident", program_id=a, role=Role.RESIDENT, person_id=programs["A"].subject
+            ),
+            "faculty": _user(s, "faculty", program_id=a, role=Role.FACULTY, person_id=faculty),
+            "coordinator_a": _user(s, "coordinator_a", program_id=a, role=Role.COORDINATOR),
+            "coordinator_b": _user(s, "coordinator_b", program_id=b, role=Role.COORDINATOR),
+            "admin": _user(s, "admin", admin=True),
+        }
+    for p in principals.values():
+        if p.user_id is not None:
+            p.token = issue_access_token(settings, p.user_id)
+    return World(settings=settings, factory=factory, programs=programs, principals=principals)
+
+
+def table_checksums(engine: Engine) -> dict[str, str]:
+    """SHA-256 of every table's raw rows (as stored: ciphertext, not decrypted values)."""
+    sums: dict[str, str] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            rows = conn.execute(text(f'SELECT * FROM "{table.name}"')).all()
+            canonical = "\n".join(sorted(repr(tuple(r)) for r in rows))
+            sums[table.name] = hashlib.sha256(canonical.encode()).hexdigest()
+    return sums
+
+
+@contextmanager
+def populated(url: str, data_dir: Path) -> Iterator[tuple[World, TestClient]]:
+    """Empty the database at ``url``, build the world, and serve it; for module-scoped
+    fixtures (building takes seconds, each request milliseconds)."""
+    engine = make_engine(url)
+    saved = (KEYRING.multi, KEYRING.newest)
+    try:
+        empty_all_tables(engine)
+        keys = [new_key()]
+        install_keys(keys)
+        settings = api_settings(url, data_dir, keys)
+        world = build_world(settings, make_sessionmaker(engine))
+        with api_client(settings, engine) as client:
+            yield world, client
+    finally:
+        KEYRING.multi, KEYRING.newest = saved
+        engine.dispose()
