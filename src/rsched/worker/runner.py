@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from rsched import metrics
 from rsched.db.mapping import load_program_data
 from rsched.domain import RunState, SolverFailure
 from rsched.services import runs as q
@@ -126,6 +127,7 @@ def execute(
         outcome.events.append(f"resumed from checkpoint (objective {resume[1]:g})")
     last_progress: dict[str, Any] = {}
     abort_cache: dict[str, Any] = {"at": 0.0, "reason": None}
+    counted = metrics.ProgressMark()
 
     lease = _Lease(factory, claim, cfg, lambda: dict(last_progress) or None)
 
@@ -142,6 +144,7 @@ def execute(
         return abort_cache["reason"] is not None
 
     def on_progress(p: Progress) -> None:
+        metrics.record_progress(p, algorithm=claim.algorithm, mark=counted)
         last_progress.clear()
         last_progress.update(p.to_dict())
         last_progress["attempt"] = claim.attempt
@@ -177,11 +180,18 @@ def execute(
             result = solve_in_sandbox(data, params, limits=limits, control=control)
         except SolverFailure as exc:
             failure = str(exc)
+    stopped = metrics.abort_reason_of(
+        result,
+        lease_lost=lease.lost.is_set(),
+        requested=lease.abort_reason or abort_cache["reason"],
+    )
+    if stopped is not None:
+        metrics.record_abort(stopped)
     if lease.lost.is_set():
         outcome.fenced = True
         outcome.note = "lease lost: another attempt owns the run; nothing written"
         return outcome
-    return _conclude(
+    outcome = _conclude(
         factory,
         claim,
         result,
@@ -190,6 +200,11 @@ def execute(
         outcome,
         last_progress,
     )
+    if result is not None and not outcome.fenced:
+        metrics.record_best_score(claim.algorithm, result.objective)
+        if result.report is not None:
+            metrics.record_validation(result.report)
+    return outcome
 
 
 def _conclude(
