@@ -179,7 +179,7 @@ class World:
             return S.create_feed_token(s, actor=SETUP, program_id=p.id, person_id=p.subject)
 
 
-def _assignments(s: Session, program_id: str, people: list[str]) -> list[Assignment]:
+def some_assignments(s: Session, program_id: str, people: list[str]) -> list[Assignment]:
     slots = s.scalars(
         select(SlotRow.id)
         .where(SlotRow.program_id == program_id)
@@ -223,7 +223,7 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
         shift = P.list_shift_types(s, actor=SETUP, program_id=program_id).items[0].code
         rotation = P.list_rotations(s, actor=SETUP, program_id=program_id).items[0].id
         pattern = P.list_slot_patterns(s, actor=SETUP, program_id=program_id).items[0].id
-        chosen = _assignments(s, program_id, residents)
+        chosen = some_assignments(s, program_id, residents)
         active = S.save_draft(
             s, actor=SETUP, program_id=program_id, assignments=chosen, report_summary={"n": 1}
         )
