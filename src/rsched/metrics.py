@@ -22,11 +22,13 @@ reasons): never a run, program or person id.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +40,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
     make_asgi_app,
+    start_http_server,
 )
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -221,11 +224,20 @@ def _work(progress: Progress) -> int:
 def record_progress(progress: Progress, *, algorithm: str, mark: ProgressMark) -> None:
     """Add the work done since ``mark`` to the iterations counter and set the best score.
     ``mark`` is updated; a solve's counts never go down, so a lower report adds nothing."""
-    work = _work(progress)
+    _add_work(_work(progress), algorithm=algorithm, mark=mark)
+    record_best_score(algorithm, progress.objective)
+
+
+def record_final_work(result: SolveResult, *, algorithm: str, mark: ProgressMark) -> None:
+    """Count the solutions of a finished solve that no progress report carried (progress
+    arrives about once a second, so a fast solve may end before reporting its work)."""
+    _add_work(max(result.solutions, 0), algorithm=algorithm, mark=mark)
+
+
+def _add_work(work: int, *, algorithm: str, mark: ProgressMark) -> None:
     if work > mark.work:
         SOLVER_ITERATIONS.labels(algorithm=algorithm).inc(work - mark.work)
         mark.work = work
-    record_best_score(algorithm, progress.objective)
 
 
 def record_best_score(algorithm: str, objective: float | None) -> None:
@@ -354,3 +366,13 @@ def metrics_app(registry: CollectorRegistry = REGISTRY) -> Any:
     """An ASGI app serving ``registry``; mount it at ``/metrics``
     (``app.mount("/metrics", metrics_app())``)."""
     return make_asgi_app(registry=registry)
+
+
+def serve_metrics(
+    port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` at ``http://addr:port/metrics`` from a daemon thread, for a
+    process without an HTTP API (``rsched worker``). ``port=0`` picks a free port
+    (``server.server_port``); ``server.shutdown()`` stops it."""
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    return server, thread

@@ -180,6 +180,8 @@ def execute(
             result = solve_in_sandbox(data, params, limits=limits, control=control)
         except SolverFailure as exc:
             failure = str(exc)
+    if result is not None:
+        metrics.record_final_work(result, algorithm=claim.algorithm, mark=counted)
     stopped = metrics.abort_reason_of(
         result,
         lease_lost=lease.lost.is_set(),
