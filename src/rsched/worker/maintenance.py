@@ -1,0 +1,151 @@
+"""The maintenance leader's work, one pass at a time.
+
+Each task runs in its own transaction that begins with the leader fence
+(:meth:`LeaderLease.fenced`), so a process that lost the lease writes nothing: the fence
+raises :class:`NotLeader`, which ends the pass and tells the caller to step down. Any
+other failure of a task is logged and reported, and the next task still runs.
+
+Tasks, in order (the names used in logs and in ``MaintenanceReport.failed``):
+
+- ``reap_runs``: runs whose worker lease expired go back to the queue, or fail after
+  their last attempt (:func:`rsched.services.runs.reap_expired`);
+- ``refresh_tokens``: refresh tokens past their expiry are deleted (an expired token is
+  refused whatever its state, so nothing is lost but rows);
+- ``feed_tokens``: calendar feed tokens revoked more than 30 days ago are deleted;
+- ``control_rows``: expired rows of the database control store (only when the control
+  store is the database; Redis expires its own keys);
+- ``checkpoints``: checkpoints of runs that finished more than 7 days ago are deleted
+  (the run rows, results and audit stay).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from rsched.db.models import ControlRow, FeedTokenRow, RefreshTokenRow, RunCheckpointRow, RunRow
+from rsched.services import runs
+from rsched.services.control import ControlStore, SqlControlStore
+from rsched.services.leader import LeaderLease, NotLeader
+
+log = logging.getLogger("rsched.maintenance")
+
+FEED_TOKEN_RETENTION = timedelta(days=30)
+"""Revoked feed tokens are kept this long (to answer "revoked" rather than "unknown")."""
+CHECKPOINT_TTL = timedelta(days=7)
+"""Checkpoints of a finished run are kept this long after it finished."""
+
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class MaintenanceReport:
+    """What one pass did, under which epoch; ``failed`` maps a task to its error."""
+
+    epoch: int
+    reaped_runs: list[str] = field(default_factory=list)
+    refresh_tokens_deleted: int = 0
+    feed_tokens_deleted: int = 0
+    control_rows_purged: int = 0
+    checkpoints_deleted: int = 0
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "reaped_runs": len(self.reaped_runs),
+            "refresh_tokens_deleted": self.refresh_tokens_deleted,
+            "feed_tokens_deleted": self.feed_tokens_deleted,
+            "control_rows_purged": self.control_rows_purged,
+            "checkpoints_deleted": self.checkpoints_deleted,
+        }
+
+
+def maintenance_tick(
+    factory: sessionmaker[Session], store: ControlStore, lease: LeaderLease
+) -> MaintenanceReport:
+    """One maintenance pass as the leader. Raises NotLeader (having written nothing
+    further) as soon as a fence finds the lease gone."""
+    epoch = lease.epoch
+    if epoch is None:
+        raise NotLeader(f"{lease.holder} does not hold the {lease.name!r} lease")
+    report = MaintenanceReport(epoch=epoch)
+
+    def step(name: str, work: Callable[[Session, datetime], T]) -> T | None:
+        try:
+            with factory() as session, session.begin():
+                lease.fenced(session)
+                return work(session, datetime.now(UTC))
+        except NotLeader:
+            raise
+        except Exception as exc:
+            log.exception("maintenance task %s failed", name, extra={"epoch": epoch})
+            report.failed[name] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    reaped = step("reap_runs", _reap_runs)
+    if reaped:
+        report.reaped_runs = reaped
+        for run_id in reaped:
+            log.info("run lease expired", extra={"run_id": run_id, "epoch": epoch})
+    report.refresh_tokens_deleted = step("refresh_tokens", _refresh_tokens) or 0
+    report.feed_tokens_deleted = step("feed_tokens", _feed_tokens) or 0
+    if isinstance(store, SqlControlStore):
+        report.control_rows_purged = step("control_rows", _control_rows) or 0
+    else:
+        report.skipped.append("control_rows")
+    report.checkpoints_deleted = step("checkpoints", _checkpoints) or 0
+    if any(report.counts().values()) or report.failed:
+        log.info(
+            "maintenance pass",
+            extra={"epoch": epoch, **report.counts(), "failed": sorted(report.failed)},
+        )
+    return report
+
+
+def _reap_runs(session: Session, at: datetime) -> list[str]:
+    return runs.reap_expired(session)
+
+
+def _refresh_tokens(session: Session, at: datetime) -> int:
+    return _count(session.execute(delete(RefreshTokenRow).where(RefreshTokenRow.expires_at < at)))
+
+
+def _feed_tokens(session: Session, at: datetime) -> int:
+    return _count(
+        session.execute(
+            delete(FeedTokenRow).where(
+                FeedTokenRow.revoked_at.is_not(None),
+                FeedTokenRow.revoked_at < at - FEED_TOKEN_RETENTION,
+            )
+        )
+    )
+
+
+def _control_rows(session: Session, at: datetime) -> int:
+    # The same rows SqlControlStore.purge_expired removes, but in this fenced
+    # transaction (purge_expired commits in a transaction of its own).
+    return _count(session.execute(delete(ControlRow).where(ControlRow.expires_at < at)))
+
+
+def _checkpoints(session: Session, at: datetime) -> int:
+    finished_long_ago = select(RunRow.id).where(
+        RunRow.state.not_in(runs.ACTIVE),
+        RunRow.finished_at.is_not(None),
+        RunRow.finished_at < at - CHECKPOINT_TTL,
+    )
+    return _count(
+        session.execute(
+            delete(RunCheckpointRow).where(RunCheckpointRow.run_id.in_(finished_long_ago))
+        )
+    )
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
