@@ -136,6 +136,7 @@ class _Job:
 
 def _child_main(conn: Connection, abort: EventType, job: _Job) -> None:
     """Entry point of the solver child (must stay importable at module level)."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     lock = threading.Lock()
     orphaned = threading.Event()
@@ -189,6 +190,27 @@ def _child_main(conn: Connection, abort: EventType, job: _Job) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(0 if told else 1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this child when its parent dies, even by ``kill -9``
+    (Linux ``PR_SET_PDEATHSIG``): an orphaned solver would keep burning CPU until its next
+    message found the pipe broken, or for ever if stuck in native code."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere the broken pipe stops the child at its next message
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the parent died before the request took effect
 
 
 def _apply_limits(
