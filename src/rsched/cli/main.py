@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench_cmds",
     "admin_cmds",
     "serve_cmd",
+    "worker_cmd",
 )
 
 EXIT_OK = 0
