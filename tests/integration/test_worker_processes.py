@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,6 +253,8 @@ def test_maintenance_pass_reaps_expires_and_cleans_up_only_what_is_due(
     report = maintenance_tick(session_factory, SqlControlStore(session_factory), lease)
 
     assert report.epoch == 1 and not report.failed
+    assert report.run_gauges is not None  # counted after the reaping
+    assert report.run_gauges.by_state == {"succeeded": 1, "failed": 1, "queued": 1}
     assert report.reaped_runs == [lost_run]
     assert report.counts() == {
         "reaped_runs": 1,
@@ -294,7 +298,7 @@ class Workers:
         self.env = env
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             [
@@ -306,6 +310,7 @@ class Workers:
                 str(RUN_LEASE),
                 "--heartbeat-seconds",
                 "1",
+                *extra,
             ],
             env=self.env,
             stdout=log,
@@ -314,6 +319,18 @@ class Workers:
         log.close()
         self.procs[proc.pid] = proc
         return proc
+
+    def started(self, name: str) -> dict[str, object]:
+        """The "worker started" log line of worker ``name`` (once it is written)."""
+
+        def line() -> dict[str, object] | None:
+            for text in (self.tmp_path / f"{name}.log").read_text().splitlines():
+                if text.startswith("{") and '"worker started"' in text:
+                    doc: dict[str, object] = json.loads(text)
+                    return doc
+            return None
+
+        return wait_for(f"{name} to start", line, 60, every=0.1)
 
     def logs(self) -> str:
         return "\n".join(
@@ -354,7 +371,8 @@ def holder_pid(holder: str | None) -> int | None:
 def test_two_worker_processes_one_leader_and_failover_after_kill_9(
     session_factory: sessionmaker[Session], workers: Workers
 ) -> None:
-    a, b = workers.start("worker-a"), workers.start("worker-b")
+    a = workers.start("worker-a", "--metrics-port", "0")
+    b = workers.start("worker-b", "--metrics-port", "0")
     first = wait_for(
         "a leader", lambda: (r := current_lease(session_factory)) and r.holder and r, 30
     )
@@ -368,6 +386,17 @@ def test_two_worker_processes_one_leader_and_failover_after_kill_9(
         seen.add((row.holder, row.epoch))
         time.sleep(0.1)
     assert seen == {(first.holder, first.epoch)}
+    # and each process says so on its /metrics
+    gauges = {}
+    for name, proc in (("worker-a", a), ("worker-b", b)):
+        port = workers.started(name)["metrics_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            body = page.read().decode()
+        gauges[proc.pid] = re.search(r"^scheduler_leader (\S+)$", body, re.M)
+    assert {pid: float(m.group(1)) if m else None for pid, m in gauges.items()} == {
+        a.pid: 1.0 if leader_pid == a.pid else 0.0,
+        b.pid: 1.0 if leader_pid == b.pid else 0.0,
+    }
 
     survivor = b if leader_pid == a.pid else a
     os.kill(leader_pid, signal.SIGKILL)

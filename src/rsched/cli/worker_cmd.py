@@ -80,6 +80,12 @@ def register(subparsers: Any) -> None:
         "then exit",
     )
     worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this process's Prometheus metrics at http://0.0.0.0:PORT/metrics "
+        "(scrape every worker: any of them may lead)",
+    )
+    worker.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -150,6 +156,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         heartbeat_seconds=args.heartbeat_seconds,
         leader_ttl=args.leader_ttl,
         once=args.once,
+        metrics_port=args.metrics_port,
     )
 
 

@@ -15,7 +15,10 @@ Tasks, in order (the names used in logs and in ``MaintenanceReport.failed``):
 - ``control_rows``: expired rows of the database control store (only when the control
   store is the database; Redis expires its own keys);
 - ``checkpoints``: checkpoints of runs that finished more than 7 days ago are deleted
-  (the run rows, results and audit stay).
+  (the run rows, results and audit stay);
+- ``run_gauges``: the SLO gauges of runs (by state, oldest and most overdue running run,
+  stalest heartbeat) are counted from the database (:func:`rsched.metrics.refresh_run_gauges`;
+  a read, so not fenced).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from rsched import metrics
 from rsched.db.models import ControlRow, FeedTokenRow, RefreshTokenRow, RunCheckpointRow, RunRow
 from rsched.services import runs
 from rsched.services.control import ControlStore, SqlControlStore
@@ -54,6 +58,7 @@ class MaintenanceReport:
     feed_tokens_deleted: int = 0
     control_rows_purged: int = 0
     checkpoints_deleted: int = 0
+    run_gauges: metrics.RunGauges | None = None
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +106,12 @@ def maintenance_tick(
     else:
         report.skipped.append("control_rows")
     report.checkpoints_deleted = step("checkpoints", _checkpoints) or 0
+    try:
+        with factory() as session:
+            report.run_gauges = metrics.refresh_run_gauges(session)
+    except Exception as exc:
+        log.exception("maintenance task run_gauges failed", extra={"epoch": epoch})
+        report.failed["run_gauges"] = f"{type(exc).__name__}: {exc}"
     if any(report.counts().values()) or report.failed:
         log.info(
             "maintenance pass",

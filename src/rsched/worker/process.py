@@ -25,6 +25,7 @@ from types import FrameType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from rsched import metrics
 from rsched.config import Settings
 from rsched.db.base import make_engine, make_sessionmaker
 from rsched.db.migrate import upgrade
@@ -61,7 +62,12 @@ class LeaderTiming:
 
 
 def check_options(
-    *, concurrency: int, lease_seconds: float, heartbeat_seconds: float, leader_ttl: float
+    *,
+    concurrency: int,
+    lease_seconds: float,
+    heartbeat_seconds: float,
+    leader_ttl: float,
+    metrics_port: int | None = None,
 ) -> None:
     errors: list[FieldError] = []
     if concurrency < 0:
@@ -74,6 +80,8 @@ def check_options(
         )
     if not leader_ttl >= 1:
         errors.append(FieldError("leader_ttl", "must be at least 1 second"))
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        errors.append(FieldError("metrics_port", "must be a port number (0: any free port)"))
     if errors:
         raise InvalidInput(errors, source="worker")
 
@@ -97,14 +105,17 @@ def lead(
                     if lease.renew():
                         wait = timing.renew_every
                     else:
+                        metrics.set_leader(False)
                         log.warning("leadership lost", extra={**extra, "epoch": epoch})
                 if lease.epoch is None:
                     if lease.try_acquire() is not None:
+                        metrics.set_leader(True)
                         log.info("leadership acquired", extra={**extra, "epoch": lease.epoch})
                         wait = timing.renew_every
                 if lease.epoch is not None:
                     maintenance_tick(factory, store, lease)
             except NotLeader as exc:
+                metrics.set_leader(False)
                 log.warning("stepping down: %s", exc, extra={**extra, "epoch": lease.epoch})
                 _quietly_release(lease)
                 wait = 0.0
@@ -113,6 +124,7 @@ def lead(
             stop.wait(wait)
     finally:
         held = lease.epoch
+        metrics.set_leader(False)
         if held is not None:
             _quietly_release(lease)
             log.info("leadership released", extra={**extra, "epoch": held})
@@ -171,14 +183,18 @@ def run_worker(
     heartbeat_seconds: float = 5.0,
     leader_ttl: float = 15.0,
     once: bool = False,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker until ``stop`` is set (or a signal sets it). With ``once``: one
-    maintenance pass if the lease is free, then at most one queued run, then return."""
+    maintenance pass if the lease is free, then at most one queued run, then return.
+    With ``metrics_port``, the process's Prometheus metrics are served at
+    ``http://0.0.0.0:PORT/metrics`` (every process that can lead must be scraped)."""
     check_options(
         concurrency=concurrency,
         lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds,
         leader_ttl=leader_ttl,
+        metrics_port=metrics_port,
     )
     startup(settings)
     url = settings.resolved_database_url()
@@ -186,6 +202,7 @@ def run_worker(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(url)
     engine = make_engine(url)
+    server = metrics.serve_metrics(metrics_port)[0] if metrics_port is not None else None
     try:
         factory = make_sessionmaker(engine)
         store = control_store(settings.redis_url, engine)
@@ -200,6 +217,7 @@ def run_worker(
                 "lease_seconds": lease_seconds,
                 "leader_ttl": leader_ttl,
                 "control_store": type(store).__name__,
+                "metrics_port": None if server is None else server.server_port,
             },
         )
         with _signals_set(stop):
@@ -220,6 +238,9 @@ def run_worker(
                         t.join(timeout=0.5)
         log.info("worker stopped", extra={"holder": identity})
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         engine.dispose()
     return 0
 
@@ -234,12 +255,14 @@ def _once(
     lease = LeaderLease(factory, holder=identity, ttl=leader_ttl)
     epoch = lease.try_acquire()
     if epoch is not None:
+        metrics.set_leader(True)
         try:
             report = maintenance_tick(factory, store, lease)
             log.info("maintenance pass", extra={"epoch": epoch, **report.counts()})
         except NotLeader as exc:
             log.warning("maintenance skipped: %s", exc)
         finally:
+            metrics.set_leader(False)
             _quietly_release(lease)
     else:
         log.info("maintenance skipped: another process leads")
