@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -174,6 +174,38 @@ class RequestContext:
 # ------------------------------------------------------------------------- the app
 
 
+CLOCK_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?$"
+
+
+def _local_clock_times(node: Any) -> None:
+    """JSON Schema's ``format: time`` is RFC 3339's full-time, which needs a UTC offset;
+    shift starts are local clock times without one ("07:00", "07:00:00"). Describe them
+    as what they are, so clients and validators accept the API's own answers."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("format") == "time":
+            del node["format"]
+            node["pattern"] = CLOCK_PATTERN
+        for value in node.values():
+            _local_clock_times(value)
+    elif isinstance(node, list):
+        for value in node:
+            _local_clock_times(value)
+
+
+def published_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi`` with the corrections above, built once."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            _local_clock_times(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return openapi
+
+
 def operation_id(route: APIRoute) -> str:
     """OpenAPI operation ids are the route names (list_people, get_grid, …): unique,
     stable, and the keys of the authorization policy table in the tests."""
@@ -216,4 +248,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(RequestContext)
+    app.openapi = published_openapi(app)  # type: ignore[method-assign]
     return app

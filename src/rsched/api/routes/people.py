@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 
 from rsched.api.deps import ActorDep, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
 from rsched.domain import PersonKind
+from rsched.domain.model import MAX_PGY
 from rsched.services import programs as svc
 from rsched.services.schemas import Page, PersonCreate, PersonPublic, PersonUpdate
 
@@ -25,7 +28,7 @@ def list_people(
     limit: Limit = 100,
     offset: Offset = 0,
     kind: PersonKind | None = None,
-    pgy: int | None = None,
+    pgy: Annotated[int | None, Query(ge=1, le=MAX_PGY)] = None,
     active: bool | None = None,
 ) -> Page[PersonPublic]:
     """Everyone for coordinators; a faculty member or resident sees only themselves."""
