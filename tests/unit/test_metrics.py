@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -423,6 +424,115 @@ def test_a_worker_run_records_what_the_child_reported(factory: sessionmaker[Sess
     for reason, was in aborts.items():
         now = value("scheduler_solver_abort_total", reason=reason.value)
         assert now == was + (1 if reason is expected else 0), reason
+
+
+class _WatchingStore(SqlControlStore):
+    """The real control store, noting what /metrics said as each progress was published
+    (the runner records a progress before it publishes it)."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        super().__init__(factory)
+        self.seen: list[tuple[dict[str, Any], float, float]] = []
+
+    def publish_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        self.seen.append(
+            (
+                dict(progress),
+                value("scheduler_solver_iterations_total", algorithm="cp_sat"),
+                value("scheduler_solver_best_score", algorithm="cp_sat"),
+            )
+        )
+        super().publish_progress(run_id, progress)
+
+
+@pytest.mark.slow
+def test_progress_is_recorded_while_the_solve_runs(factory: sessionmaker[Session]) -> None:
+    # medium: CP-SAT finds several schedules within seconds, reported as progress
+    with factory() as s, s.begin():
+        pid = programs.import_program(s, actor=ADMIN, mapping=generate_program("medium", 1))
+    _run(factory, pid, "metrics-progress", time_limit=5)
+    with factory() as s, s.begin():
+        claim = q.claim_next(s, owner="w1", lease_seconds=30)
+    assert claim is not None
+    store = _WatchingStore(factory)
+    before = value("scheduler_solver_iterations_total", algorithm="cp_sat")
+
+    execute(factory, store, claim, WorkerConfig(heartbeat_seconds=1))
+
+    with_schedules = [seen for seen in store.seen if seen[0]["solutions"] >= 1]
+    assert with_schedules, [seen[0] for seen in store.seen]
+    for progress, iterations, best in with_schedules:
+        assert iterations >= before + progress["solutions"]
+        if progress["objective"] is not None:
+            assert best == progress["objective"]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_its_time_limit_counts_as_such(factory: sessionmaker[Session]) -> None:
+    with factory() as s, s.begin():
+        pid = programs.import_program(s, actor=ADMIN, mapping=generate_program("large", 1))
+    _run(factory, pid, "metrics-time-limit", time_limit=1)
+    with factory() as s, s.begin():
+        claim = q.claim_next(s, owner="w1", lease_seconds=30)
+    assert claim is not None
+    before = value("scheduler_solver_abort_total", reason="time_limit")
+
+    execute(factory, SqlControlStore(factory), claim, WorkerConfig(heartbeat_seconds=1))
+
+    with factory() as s:
+        row = s.get(RunRow, claim.run_id)
+        assert row is not None and row.stop_reason == "time_limit"
+    assert value("scheduler_solver_abort_total", reason="time_limit") == before + 1
+
+
+@pytest.mark.slow
+def test_a_lost_lease_counts_and_its_result_is_not_validated_into_metrics(
+    factory: sessionmaker[Session],
+) -> None:
+    pid = _program(factory)
+    _run(factory, pid, "metrics-lease-lost", time_limit=60)
+    with factory() as s, s.begin():
+        claim = q.claim_next(s, owner="w1", lease_seconds=30)
+    assert claim is not None
+    # another attempt takes the run over: the first heartbeat is fenced, the solve stops
+    with factory() as s, s.begin():
+        s.execute(update(RunRow).where(RunRow.id == claim.run_id).values(attempt=claim.attempt + 1))
+    lost = value("scheduler_solver_abort_total", reason="lease_lost")
+    user = value("scheduler_solver_abort_total", reason="user")
+    evaluated = value("scheduler_constraint_evaluation_seconds_count", constraint="HOURS_80")
+
+    outcome = execute(factory, SqlControlStore(factory), claim, WorkerConfig(heartbeat_seconds=1))
+
+    assert outcome.fenced
+    assert value("scheduler_solver_abort_total", reason="lease_lost") == lost + 1
+    assert value("scheduler_solver_abort_total", reason="user") == user
+    assert (
+        value("scheduler_constraint_evaluation_seconds_count", constraint="HOURS_80") == evaluated
+    )
+
+
+@pytest.mark.slow
+def test_a_result_fenced_at_the_last_step_is_not_validated_into_metrics(
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = _program(factory)
+    _run(factory, pid, "metrics-fenced-at-end", time_limit=10)
+    with factory() as s, s.begin():
+        claim = q.claim_next(s, owner="w1", lease_seconds=30)
+    assert claim is not None
+
+    def lost(session: Session, claim: q.Claim) -> None:
+        raise q.Fenced("another attempt took the run just before the result was stored")
+
+    monkeypatch.setattr(q, "check_fence", lost)
+    evaluated = value("scheduler_constraint_evaluation_seconds_count", constraint="HOURS_80")
+
+    outcome = execute(factory, SqlControlStore(factory), claim, WorkerConfig(heartbeat_seconds=1))
+
+    assert outcome.fenced and "before the result was stored" in outcome.note
+    assert (
+        value("scheduler_constraint_evaluation_seconds_count", constraint="HOURS_80") == evaluated
+    )
 
 
 # ------------------------------------------------------------------ promtool
