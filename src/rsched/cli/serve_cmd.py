@@ -3,7 +3,8 @@
 With no settings at all it serves the embedded default: a SQLite file in
 ``RSCHED_DATA_DIR`` (default ``./rsched-data``), created and migrated on first start.
 Production settings (PostgreSQL, Redis, secrets) come from the environment; see
-docs/api.md.
+docs/api.md. A production database is migrated by the operator (``--migrate`` from one
+process, or ``rsched admin create``), never by every API process at start-up.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def register(subparsers: Any) -> None:
         choices=["debug", "info", "warning", "error"],
         help="log level (JSON lines on standard error)",
     )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help=(
+            "bring the database schema up to date before serving (the embedded default "
+            "always is; with PostgreSQL run this from one process, e.g. the release step)"
+        ),
+    )
     serve.set_defaults(func=cmd_serve)
 
 
@@ -37,8 +46,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from rsched.api.app import create_app, logging_config
     from rsched.config import get_settings
+    from rsched.db.migrate import upgrade
 
-    app = create_app(get_settings())
+    settings = get_settings()
+    if args.migrate:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.resolved_database_url())
+    app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host,
