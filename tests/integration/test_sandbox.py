@@ -160,11 +160,11 @@ def test_wall_limit_stops_the_child_and_resumes_from_a_checkpoint_hint(tmp_path:
     started = time.monotonic()
     again = solve_in_sandbox(
         data,
-        SolveParams(time_limit=1.5),
-        limits=Limits(wall_seconds=30),
+        SolveParams(time_limit=10),
+        limits=Limits(wall_seconds=60),
         control=Control(hint=hint_from(cp, program_id=data.program.id)),
     )
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60
     assert again.has_schedule and again.report is not None and again.report.ok
 
 
