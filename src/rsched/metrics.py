@@ -1,7 +1,8 @@
 """Prometheus metrics of this process, and the small functions that record them.
 
 Every process (API, worker, maintenance leader) has its own registry, exposed at
-``/metrics`` (:func:`metrics_app`, :func:`render_latest`) and aggregated by Prometheus; the
+``/metrics`` (:func:`metrics_app` or :func:`render_latest` in an HTTP app,
+:func:`serve_metrics` in a process without one) and aggregated by Prometheus; the
 alert rules in ``deploy/prometheus/alerts.yml`` therefore aggregate with ``sum``/``max``
 across instances.
 
