@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from rsched.db.models import ApprovalRow
 from rsched.domain import FieldError, InvalidInput, NotFound
-from rsched.services import audit
+from rsched.services import audit, outbox
 from rsched.services.access import Actor, Forbidden, Need, authorize
 
 ACTIONS = frozenset({"publish_override", "fix_it", "rollback"})
@@ -131,6 +131,18 @@ def decide(
         program_id=row.program_id,
         target=row.id,
         detail={"approved": approve, "action": row.action},
+    )
+    outbox.enqueue(
+        session,
+        kind="approval",
+        program_id=row.program_id,
+        payload={
+            "approval_id": row.id,
+            "action": row.action,
+            "target": row.target,
+            "decision": "approved" if approve else "denied",
+            "decided_by": actor.user_id,
+        },
     )
     return row.id
 

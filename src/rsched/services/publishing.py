@@ -37,7 +37,7 @@ from rsched.db.models import (
 )
 from rsched.domain import Assignment, FieldError, InvalidInput, NotFound, RschedError
 from rsched.rules.report import validate
-from rsched.services import approvals, audit
+from rsched.services import approvals, audit, outbox
 from rsched.services.access import Actor, Forbidden, Need, authorize
 from rsched.services.schedules import content_hash
 
@@ -547,6 +547,17 @@ def activate(
             target=staging.version_id,
             detail={"superseded": list(staging.previous_active), "staging": staging_id},
         )
+        outbox.enqueue(
+            s,
+            kind=staging.kind,
+            program_id=staging.program_id,
+            payload={
+                "version_id": staging.version_id,
+                "superseded": list(staging.previous_active),
+                "staging_id": staging_id,
+                "actor": staging.actor,
+            },
+        )
         step("before_commit")
         return tuple(staging.previous_active)
 
@@ -625,5 +636,16 @@ def rollback(
             program_id=program_id,
             target=last.version_id,
             detail={"reason": reason, "restored": restored},
+        )
+        outbox.enqueue(
+            s,
+            kind="rollback",
+            program_id=program_id,
+            payload={
+                "version_id": last.version_id,
+                "restored": restored,
+                "reason": reason,
+                "actor": actor.user_id,
+            },
         )
     return restored[0] if restored else ""
