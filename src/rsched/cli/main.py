@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "solve_cmds",
     "bench_cmds",
     "admin_cmds",
+    "backup_cmds",
     "serve_cmd",
     "worker_cmd",
 )
