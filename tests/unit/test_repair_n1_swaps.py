@@ -26,7 +26,7 @@ from rsched.solver.n1 import n_minus_one
 from rsched.solver.repair import minimum_margin, repair, schedule_diff
 from rsched.solver.swaps import SwapChange, check_swap, swap_candidates
 
-from .builders import assign, faculty, mkslot, program, resident
+from .builders import assign, faculty, mkslot, program, resident, vacation
 
 FAST = SolveParams(time_limit=20, workers=2)
 
@@ -109,6 +109,61 @@ def test_repair_of_an_unbroken_schedule_changes_nothing(
     assert same.status == "unchanged"
     assert same.diff.changed == 0 and same.result is None
     assert _pairs(same.assignments) == _pairs(active)
+
+
+def test_repair_widens_when_a_count_over_the_period_needs_more_than_the_margin() -> None:
+    # 7 days: at most ceil(7 / 3) = 3 in-house calls each. p falls ill on days 3-6;
+    # q is the only one left for CALL-6 but already has 3 calls, so q must give up
+    # CALL-0 or CALL-2 to x (on leave from day 3): days the first margin does not reach.
+    slots = [
+        mkslot(
+            f"CALL-{d}",
+            d,
+            17,
+            14,
+            ShiftKind.IN_HOUSE_CALL,
+            min_staff=1 if d in (0, 2, 4, 6) else 0,
+            max_staff=1,
+        )
+        for d in range(7)
+    ]
+    people = [resident("p", 2), resident("q", 2), resident("x", 2)]
+    before = program(people=people, slots=slots, days=7, absences=[vacation("vx", "x", 3, 4)])
+    active = assign(("q", "CALL-0"), ("q", "CALL-2"), ("q", "CALL-4"), ("p", "CALL-6"))
+    assert validate(before, active).ok
+    now = replace(before, absences=(*before.absences, vacation("vp", "p", 3, 4)))
+
+    fixed = repair(now, active, params=FAST)
+
+    assert [(a.margin, a.status) for a in fixed.attempts] == [(2, "infeasible"), (None, "optimal")]
+    assert fixed.status == "repaired" and fixed.report.violations == ()
+    assert fixed.diff.changed == 2
+    assert ("q", "CALL-6") in _pairs(fixed.assignments)
+
+
+def test_repair_that_cannot_cover_a_slot_says_so() -> None:
+    shift_types = [
+        ShiftType(
+            code="SENIOR",
+            name="Senior clinic",
+            start=time(8),
+            duration_minutes=4 * 60,
+            kind=ShiftKind.CLINIC,
+            eligible_pgy=frozenset({3}),
+        )
+    ]
+    slots = [mkslot(f"SENIOR-{d}", d, 8, 4, ShiftKind.CLINIC, min_staff=1) for d in range(3)]
+    people = [resident("r1", 1), resident("r3", 3)]
+    before = program(people=people, slots=slots, days=7, shift_types=shift_types)
+    active = assign(("r3", "SENIOR-0"), ("r3", "SENIOR-1"), ("r3", "SENIOR-2"))
+    assert validate(before, active).ok
+    now = replace(before, absences=(vacation("v", "r3", 1, 1),))
+
+    fixed = repair(now, active, params=FAST)
+
+    assert fixed.status == "partial"
+    assert [(v.rule, v.slot) for v in fixed.report.violations] == [("COVERAGE", "SENIOR-1")]
+    assert _pairs(fixed.assignments) == {("r3", "SENIOR-0"), ("r3", "SENIOR-2")}
 
 
 # -------------------------------------------------------------------------- N-1
