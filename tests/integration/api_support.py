@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from rsched.config import Settings
 from rsched.crypto.fields import KEYRING, install_keys, new_key
 from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
 from rsched.db.models import ScheduleVersionRow, SlotRow
-from rsched.domain import Assignment, ScheduleStatus
+from rsched.domain import Assignment, PersonKind, ScheduleStatus
 from rsched.programfile.generator import generate_program
 from rsched.services import programs as P
 from rsched.services import schedules as S
@@ -113,7 +114,7 @@ def api_routes(app: FastAPI) -> list[RouteInfo]:
     for ctx in contexts:
         route = getattr(ctx, "original_route", ctx)
         if isinstance(route, APIRoute):
-            for method in sorted(route.methods):
+            for method in sorted(route.methods or ()):
                 found.append(
                     RouteInfo(route.name, method, ctx.path_format, route.status_code or 200)
                 )
@@ -217,7 +218,7 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
             actor=SETUP,
             program_id=program_id,
             data=RequestCreate(
-                id="req-subject", person_id=subject, day="2026-07-10", wants=False, weight=3
+                id="req-subject", person_id=subject, day=date(2026, 7, 10), wants=False, weight=3
             ),
         )
         shift = P.list_shift_types(s, actor=SETUP, program_id=program_id).items[0].code
@@ -271,7 +272,7 @@ def build_world(settings: Settings, factory: sessionmaker[Session]) -> World:
     a, b = programs["A"].id, programs["B"].id
     with transaction(factory) as s:
         faculty = next(
-            p.id for p in P.list_people(s, actor=SETUP, program_id=a, kind="faculty").items
+            p.id for p in P.list_people(s, actor=SETUP, program_id=a, kind=PersonKind.FACULTY).items
         )
         principals = {
             "anonymous": Principal(name="anonymous"),

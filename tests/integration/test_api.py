@@ -53,7 +53,7 @@ class Api:
         headers = kw.pop("headers", {})
         if who is not None:
             headers["Authorization"] = f"Bearer {self.token(who)}"
-        response = self.client.request(method, path, headers=headers, **kw)
+        response: httpx.Response = self.client.request(method, path, headers=headers, **kw)
         if response.status_code >= 400:
             ERRORS_SEEN.append(response)
         return response

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from rsched.api.app import create_app
 from rsched.api.errors import PROBLEM_JSON
 from rsched.config import Settings
 from rsched.db.base import transaction
+from rsched.domain import PersonKind, ShiftKind
 from rsched.services import programs as P
 from rsched.services.auth import login as service_login
 from rsched.services.schemas import (
@@ -153,6 +154,10 @@ class Call:
 Builder = Callable[[World, str], Call]
 
 
+def ids_only(_world: World, _program: str) -> Call:
+    return Call()
+
+
 def fresh(world: World, program: str, make: Callable[[Any, str], Any]) -> Any:
     """Run ``make(session, program_id)`` as the set-up admin in its own transaction."""
     with transaction(world.factory) as s:
@@ -160,13 +165,13 @@ def fresh(world: World, program: str, make: Callable[[Any, str], Any]) -> Any:
 
 
 def _person(s: Any, pid: str) -> str:
-    data = PersonCreate(id=unique("p"), name="Temp", kind="resident", pgy=1)
+    data = PersonCreate(id=unique("p"), name="Temp", kind=PersonKind.RESIDENT, pgy=1)
     return P.create_person(s, actor=SETUP, program_id=pid, data=data).id
 
 
 def _shift(s: Any, pid: str) -> str:
     data = ShiftTypeCreate(
-        code=unique("S"), name="Temp", start="08:00", duration_minutes=60, kind="education"
+        code=unique("S"), name="Temp", start=time(8), duration_minutes=60, kind=ShiftKind.EDUCATION
     )
     return P.create_shift_type(s, actor=SETUP, program_id=pid, data=data).code
 
@@ -216,7 +221,7 @@ def _absence(world: World, program: str) -> Callable[[Any, str], str]:
 def _request(world: World, program: str) -> Callable[[Any, str], str]:
     def make(s: Any, pid: str) -> str:
         data = RequestCreate(
-            person_id=world.programs[program].other_person, day="2026-07-12", wants=True
+            person_id=world.programs[program].other_person, day=date(2026, 7, 12), wants=True
         )
         return P.create_request(s, actor=SETUP, program_id=pid, data=data).id
 
@@ -332,7 +337,7 @@ def test_route_answers_by_role_and_program(
     world, client = served
     assert route.name in POLICY, f"{route.name} ({route.path}) has no entry in POLICY"
     program = PROGRAMS[side](principal)
-    call = BUILDERS.get(route.name, lambda _w, _p: Call())(world, program)
+    call = BUILDERS.get(route.name, ids_only)(world, program)
     path = fill(route.path, {**world.path_values(program), **call.path})
     want = expected(POLICY[route.name], principal, program, route.success)
 

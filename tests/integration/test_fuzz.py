@@ -66,7 +66,7 @@ def flatmap_path_parameters(
     ],
 )
 def test_no_server_error_and_every_answer_matches_the_schema(
-    case: schemathesis.Case, served: tuple[World, TestClient]
+    case: schemathesis.Case[Any], served: tuple[World, TestClient]
 ) -> None:
     world, client = served
     case.call_and_validate(

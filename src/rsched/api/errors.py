@@ -20,7 +20,7 @@ service checked (for an import, the program file: ``people[3].pgy``, as the CLI 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -85,7 +85,7 @@ def problem(
     title: str | None = None,
     detail: str | None = None,
     errors: Sequence[tuple[str, str]] = (),
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> ProblemResponse:
     body = Problem(
         type=f"{TYPE_PREFIX}{kind}" if kind else "about:blank",
@@ -96,7 +96,9 @@ def problem(
         request_id=request_id_of(request),
         errors=[FieldProblem(path=p, message=m) for p, m in errors],
     )
-    return ProblemResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    return ProblemResponse(
+        body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
+    )
 
 
 def _service_error(request: Request, exc: Exception) -> ProblemResponse:
