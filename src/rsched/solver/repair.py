@@ -38,8 +38,10 @@ absences) and the active assignments:
    plus the fixed pairs of the people who have a free one, ``fixed=`` those fixed
    pairs, ``previous=`` the active pairs for the churn penalty), hinted with the active
    schedule. Staffing constraints of slots that are not free hold only fixed pairs and
-   are left out (people without a free pair stay out of the model entirely); the spread
-   terms of the objective are taken among the people in the model.
+   are left out (people without a free pair stay out of the model entirely), and so are
+   those of a free slot nobody can work any more (no window could fill it: the
+   validator reports it and the status is ``partial``); the spread terms of the
+   objective are taken among the people in the model.
 4. **Validate** the whole new schedule with the independent validator (churn against the
    active schedule included) and diff it against the active one.
 
