@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rsched.db.mapping import as_utc
 from rsched.db.models import OutboxRow
+from rsched.domain import InvalidInput
 from rsched.services import approvals, outbox
 from rsched.services.access import Actor
 
@@ -274,10 +275,10 @@ def test_webhooks_from_env_and_bad_input(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("RSCHED_WEBHOOKS", " https://a.example/h , slack+https://hooks.slack/x,")
     assert outbox.webhooks_from_env() == ["https://a.example/h", "slack+https://hooks.slack/x"]
     monkeypatch.setenv("RSCHED_WEBHOOKS", "ftp://nope.example/secret")
-    with pytest.raises(outbox.InvalidInput) as err:
+    with pytest.raises(InvalidInput) as err:
         outbox.webhooks_from_env()
     assert "secret" not in str(err.value)
-    with pytest.raises(outbox.InvalidInput):
+    with pytest.raises(InvalidInput):
         outbox.enqueue(None, kind="x", program_id=None, payload={"_delivery": {}})  # type: ignore[arg-type]
-    with pytest.raises(outbox.InvalidInput):
+    with pytest.raises(InvalidInput):
         outbox.enqueue(None, kind="x", program_id=None, payload={"t": datetime.now()})  # type: ignore[arg-type]
