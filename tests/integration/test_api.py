@@ -5,7 +5,9 @@ calendar feeds, health, and no traceback in any error body."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from rsched.api.app import JsonFormatter
 from rsched.api.errors import PROBLEM_JSON
 from rsched.config import Settings
 from rsched.db.base import transaction
@@ -38,9 +41,6 @@ from tests.integration.api_support import (
     table_checksums,
 )
 
-ERRORS_SEEN: list[httpx.Response] = []
-"""Every error response of this module, checked at the end for tracebacks."""
-
 
 @dataclass
 class Api:
@@ -48,6 +48,8 @@ class Api:
     factory: sessionmaker[Session]
     settings: Settings
     tokens: dict[str, str] = field(default_factory=dict)
+    errors: list[httpx.Response] = field(default_factory=list)
+    """Every error response of the test, checked for tracebacks when it ends."""
 
     def call(self, method: str, path: str, who: str | None = None, **kw: Any) -> httpx.Response:
         headers = kw.pop("headers", {})
@@ -55,7 +57,7 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token(who)}"
         response: httpx.Response = self.client.request(method, path, headers=headers, **kw)
         if response.status_code >= 400:
-            ERRORS_SEEN.append(response)
+            self.errors.append(response)
         return response
 
     def token(self, email: str) -> str:
@@ -95,7 +97,11 @@ def api(
 ) -> Iterator[Api]:
     settings = api_settings(db_url, tmp_path, fernet_keys, login_attempts_per_window=3)
     with api_client(settings, session_factory.kw["bind"]) as client:
-        yield Api(client, session_factory, settings)
+        api = Api(client, session_factory, settings)
+        yield api
+    for response in api.errors:
+        assert response.headers["content-type"] == PROBLEM_JSON, response.text
+        assert "Traceback" not in response.text and 'File "' not in response.text
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -540,10 +546,7 @@ def test_problem_details_for_every_kind_of_error_and_never_a_traceback(
     odd = api.call("GET", "/programs", admin, headers={"X-Request-ID": "bad id\twith spaces"})
     assert odd.headers["x-request-id"] != "bad id\twith spaces"
 
-    assert ERRORS_SEEN
-    for response in ERRORS_SEEN:
-        assert response.headers["content-type"] == PROBLEM_JSON, response.text
-        assert "Traceback" not in response.text and 'File "' not in response.text
+    assert len(api.errors) >= 6  # each checked for a traceback when the test ends
 
 
 def test_health_reports_the_database_redis_and_the_version(
@@ -562,3 +565,25 @@ def test_health_reports_the_database_redis_and_the_version(
         degraded = client.get("/health")
     assert degraded.status_code == 503
     assert degraded.json()["redis"] == "unreachable" and degraded.json()["status"] == "degraded"
+
+
+def test_logs_are_json_lines_with_the_request_id_and_no_feed_secret(api: Api) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("rsched.api")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        api.call("GET", "/health", headers={"X-Request-ID": "log-check-1"})
+        api.call("GET", "/feeds/a-secret-feed-token.ics")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    health = next(line for line in lines if line.get("path") == "/health")
+    assert health["message"] == "request" and health["status"] == 200
+    assert health["request_id"] == "log-check-1" and health["level"] == "info"
+    assert any(line.get("path") == "/feeds/[token].ics" for line in lines)
+    assert "a-secret-feed-token" not in stream.getvalue()

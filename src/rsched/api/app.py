@@ -163,7 +163,7 @@ class RequestContext:
                 "request",
                 extra={
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "path": errors.loggable_path(str(scope.get("path", ""))),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },

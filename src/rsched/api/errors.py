@@ -20,6 +20,7 @@ service checked (for an import, the program file: ``people[3].pgy``, as the CLI 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -70,6 +71,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+_FEED = re.compile(r"^/feeds/[^/]+$")
+
+
+def loggable_path(path: str) -> str:
+    """The path with secrets in it (calendar feed tokens) masked, for logs."""
+    return "/feeds/[token].ics" if _FEED.match(path) else path
 
 
 def request_id_of(request: Request) -> str | None:
@@ -185,7 +194,7 @@ def unexpected(request: Request, exc: BaseException) -> ProblemResponse:
     log.error(
         "unhandled error",
         exc_info=(type(exc), exc, exc.__traceback__),
-        extra={"path": request.url.path, "method": request.method},
+        extra={"path": loggable_path(request.url.path), "method": request.method},
     )
     return problem(
         request,
