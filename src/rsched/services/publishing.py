@@ -198,8 +198,9 @@ def compute_diff(
         changes = len(add) + len(rem)
         fraction = changes / before[person] if before[person] else None
         pv = "ok"
-        if changes > policy.person_max_changes or (
-            fraction is not None and fraction > policy.person_max_fraction
+        # a person with nothing published (fraction None) has nothing to protect
+        if fraction is not None and (
+            changes > policy.person_max_changes or fraction > policy.person_max_fraction
         ):
             pv = "refuse"
             reasons.append(
@@ -479,10 +480,22 @@ def stage(
 
 
 def _lock_program(s: Session, program_id: str) -> None:
-    stmt = select(ProgramRow.id).where(ProgramRow.id == program_id)
+    """Serialise publishes of one program: PostgreSQL locks the program row; SQLite takes
+    the database write lock now (a no-op update) rather than at the first real write, so
+    everything read after this call is current until the commit."""
     if s.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    if s.execute(stmt).first() is None:
+        found = s.execute(
+            select(ProgramRow.id).where(ProgramRow.id == program_id).with_for_update()
+        ).first()
+    else:
+        found = s.execute(
+            update(ProgramRow)
+            .where(ProgramRow.id == program_id)
+            .values(id=ProgramRow.id)
+            .returning(ProgramRow.id)
+            .execution_options(synchronize_session=False)
+        ).first()
+    if found is None:
         raise NotFound(f"program {program_id!r} not found")
 
 
