@@ -306,3 +306,48 @@ def test_each_objective_model_agrees_with_the_scorer(stage: str) -> None:
     assert report.soft is not None
     assert report.model_soft == report.soft
     assert result.score == "0hard/2878.28730soft"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_refuses_a_broken_file_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rsched.cli.main import main
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"employees": [{"name": "Ann"}]}', encoding="utf-8")
+    out = tmp_path / "solution.json"
+    code = main(["bench", "timefold", str(broken), "--time-limit", "5", "-o", str(out)])
+    assert code == 2
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [broken]
+    err = capsys.readouterr().err
+    assert "shifts: missing" in err
+
+
+def test_cli_solves_a_tiny_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rsched.cli.main import main
+
+    doc = {
+        "employees": [
+            employee("Ann", "Nurse", desired=["2025-01-06"]),
+            employee("Bob", "Nurse", undesired=["2025-01-06"]),
+        ],
+        "shifts": [
+            shift("0", "06T06:00:00", "06T14:00:00"),
+            shift("1", "07T06:00:00", "07T14:00:00"),
+        ],
+    }
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    out = tmp_path / "solution.json"
+    code = main(["bench", "timefold", str(path), "--time-limit", "20", "-o", str(out), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    solution = json.loads(out.read_text(encoding="utf-8"))
+    assert solution["assignment"] == {"0": "Ann", "1": "Bob"}
+    # desired 480; counts [1, 1]: U = sqrt(0.0) = 0 at scale 0 (Java: 0.0 has scale 1, 1/2 = 0)
+    assert solution["score"] == report["score"] == "0hard/480soft"
+    assert report["status"] == "optimal"

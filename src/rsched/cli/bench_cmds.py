@@ -68,6 +68,7 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print one JSON object on stdout (nothing else)"
     )
     cq.set_defaults(func=run_curtois)
+    register_timefold(bench_sub)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -260,5 +261,191 @@ def _print_text(r: dict[str, Any]) -> None:
     ]
     for breach in r["breaches"]:
         rows.append(("breach", breach))
+    for key, value in rows:
+        print(f"{key + ':':<12}{value}")
+
+
+# --------------------------------------------------------------------------- timefold
+
+
+def register_timefold(bench_sub: Any) -> None:
+    """``rsched bench timefold``: the Timefold Solver employee-scheduling demo instances."""
+    tf = bench_sub.add_parser(
+        "timefold",
+        help="Timefold employee-scheduling demo (demo_small / demo_large)",
+        description=(
+            "Solve one Timefold Solver employee-scheduling demo instance with rsched's engine "
+            "(CP-SAT), score the answer with the independent scorer (Timefold's constraints "
+            'C1..C8 of FORMAT.md) and write {"assignment": {shiftId: employee}, "score": …}.'
+        ),
+    )
+    tf.add_argument("instance", type=Path, help="a demo_*.json instance file")
+    tf.add_argument(
+        "--time-limit",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wall-clock budget of the whole command in seconds, start-up included (default 60)",
+    )
+    tf.add_argument("--workers", type=int, default=2, help="CP-SAT search workers (default 2)")
+    tf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tf.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="SOLUTION",
+        help="where to write the solution JSON (written atomically, only if one is found)",
+    )
+    tf.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout (nothing else)"
+    )
+    tf.set_defaults(func=run_timefold)
+
+
+def run_timefold(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from rsched.bench.timefold import (
+        TimefoldProgress,
+        process_start,
+        read_instance,
+        solve,
+        write_solution,
+    )
+
+    started = process_start()
+    errors: list[FieldError] = []
+    tl = args.time_limit
+    if not math.isfinite(tl) or tl <= 0 or tl > MAX_TIME_LIMIT:
+        errors.append(
+            FieldError("--time-limit", f"must be > 0 and ≤ {MAX_TIME_LIMIT:g} seconds, got {tl:g}")
+        )
+    if not 1 <= args.workers <= MAX_WORKERS:
+        errors.append(FieldError("--workers", f"must be in 1..{MAX_WORKERS}, got {args.workers}"))
+    if args.seed < 0:
+        errors.append(FieldError("--seed", f"must be ≥ 0, got {args.seed}"))
+    out_dir = args.output.parent if str(args.output.parent) else Path(".")
+    if not out_dir.is_dir():
+        errors.append(FieldError("--output", f"directory {out_dir} does not exist"))
+    elif args.output.is_dir():
+        errors.append(FieldError("--output", f"{args.output} is a directory"))
+    if errors:
+        raise InvalidInput(errors, source="rsched bench timefold")
+    instance = read_instance(args.instance)
+    err = Console(stderr=True)
+    show_live = err.is_terminal and not args.json
+
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    status_line = None
+    try:
+        if show_live:
+            status_line = err.status(f"solving {instance.name} …")
+            status_line.start()
+
+        def on_progress(p: TimefoldProgress) -> None:
+            if status_line is not None:
+                status_line.update(
+                    f"solving {instance.name} ({p.stage}): {p.score}, bound {p.soft_bound} soft, "
+                    f"{p.elapsed:.1f} s"
+                )
+
+        result = solve(
+            instance,
+            time_limit=tl,
+            workers=args.workers,
+            seed=args.seed,
+            started=started,
+            on_progress=on_progress,
+            should_abort=stop.is_set,
+        )
+    finally:
+        if status_line is not None:
+            status_line.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    report: dict[str, Any] = {
+        "instance": instance.name,
+        "employees": len(instance.employees),
+        "shifts": len(instance.shifts),
+        "status": result.status,
+        "aborted": stop.is_set(),
+        "score": result.score,
+        "soft_bound": format(result.soft_bound, "f"),
+        "time_to_feasible": _round3(result.time_to_feasible),
+        "time_to_best": _round3(result.time_to_best),
+        "time_limit": tl,
+        "workers": result.workers,
+        "seed": result.seed,
+        "stages": [
+            {"stage": s.stage, "status": s.status, "seconds": s.seconds, "solutions": s.solutions}
+            for s in result.stages
+        ],
+        "trajectory": [list(t) for t in result.trajectory],
+        "constraints": None,
+        "solution": None,
+        "notes": list(result.notes),
+    }
+    code = EXIT_OK
+    if not result.has_solution:
+        code = EXIT_FAILURE
+        report["error"] = f"no schedule found ({result.status})"
+    else:
+        write_solution(args.output, instance, result)
+        report["solution"] = str(args.output)
+        if result.parts is not None:
+            report["constraints"] = {
+                k: (format(v, "f") if not isinstance(v, int) else v)
+                for k, v in result.parts.totals.items()
+            }
+        if result.hard != 0:
+            code = EXIT_VIOLATIONS
+            report["error"] = f"best schedule breaks hard constraints ({result.score})"
+    report["wall_time"] = round(time.monotonic() - started, 3)
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_timefold(report)
+    if "error" in report:
+        print(f"error: {report['error']}", file=sys.stderr)
+    return code
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _print_timefold(r: dict[str, Any]) -> None:
+    rows: list[tuple[str, str]] = [
+        ("instance", f"{r['instance']} ({r['employees']} employees, {r['shifts']} shifts)"),
+        ("status", r["status"] + (" (stopped early)" if r["aborted"] else "")),
+        ("score", r["score"] or "-"),
+        ("bound", f"no schedule scores above {r['soft_bound']} soft"),
+        ("0 hard at", _fmt_seconds(r["time_to_feasible"])),
+        ("best at", _fmt_seconds(r["time_to_best"])),
+        ("wall time", _fmt_seconds(r["wall_time"]) + " (start-up included)"),
+        ("solution", r["solution"] or "- (not written)"),
+    ]
+    if r["constraints"]:
+        c = r["constraints"]
+        rows.insert(
+            3,
+            (
+                "checked",
+                f"C1..C5 {c['C1']}/{c['C2']}/{c['C3']}/{c['C4']}/{c['C5']}, undesired "
+                f"{c['C6']} min, desired {c['C7']} min, unfairness {c['C8']}",
+            ),
+        )
+    rows += [("note", n) for n in r["notes"]]
     for key, value in rows:
         print(f"{key + ':':<12}{value}")
