@@ -1252,18 +1252,28 @@ def solve(
     proved_infeasible = False
     run_exact = base.pairs <= EXACT_MAX_PAIRS
 
+    # A stage stops within a poll of its end; then the best schedule is scored and written
+    # and the process exits (freeing a large model takes a few tenths of a second): keep
+    # that out of the budget.
+    reserve = min(1.0, 0.3 + 0.01 * time_limit)
+
     def remaining() -> float:
-        return deadline - time.monotonic() - 0.15  # time to score and write at the end
+        return deadline - time.monotonic() - reserve
 
     def run(stage: str, spec: Any, share: float, to_soft: Callable[[float], Decimal] | None) -> Any:
         best.stage = stage
         t0 = time.monotonic()
         limit = max(0.05, remaining() * share)
+        stage_end = t0 + limit  # CP-SAT's own clock starts after the model is built
+
+        def stop() -> bool:
+            return abort() or best.reached_bound or time.monotonic() >= stage_end
+
         result = solve_cpsat(
             spec,
             CpSatParams(time_limit=limit, workers=workers, seed=seed),
             Control(
-                should_abort=lambda: abort() or best.reached_bound,
+                should_abort=stop,
                 on_checkpoint=lambda cp: best.offer(cp.pairs),
                 hint=best.pairs,
                 poll_seconds=0.1,
