@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = Path("/work/shared/benchmarks/curtois")
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "curtois"
 
 
 def parse_selection(text: str) -> list[int]:

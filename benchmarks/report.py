@@ -35,7 +35,9 @@ def _run_json(script: str, args: list[str]) -> list[dict[str, Any]]:
         if not out.exists():
             return [{"error": f"{script} wrote no results"}]
         payload = json.loads(out.read_text())
-        rows: list[dict[str, Any]] = payload["rows"] if isinstance(payload, dict) else payload
+        if isinstance(payload, dict):
+            payload = payload.get("rows", payload.get("runs", []))
+        rows: list[dict[str, Any]] = payload
         return rows
 
 
@@ -222,7 +224,19 @@ def main() -> int:
         "",
         "Score in Timefold's own terms, computed by our scorer exactly as its FORMAT.md defines.",
         "",
-        *table(timefold, [(k, k, "") for k in (timefold[0].keys() if timefold else [])]),
+        *table(
+            timefold,
+            [
+                ("instance", "instance", ""),
+                ("limit s", "time_limit", ".0f"),
+                ("status", "status", ""),
+                ("score", "score", ""),
+                ("time to 0 hard s", "time_to_feasible", ".2f"),
+                ("wall s", "wall_seconds", ".2f"),
+                ("peak MB", "peak_mb", ".0f"),
+                ("re-scored", "check", ""),
+            ],
+        ),
         "",
     ]
     args.out.write_text("\n".join(lines) + "\n")

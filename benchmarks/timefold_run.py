@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DIR = Path("/work/shared/benchmarks/timefold-demo")
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "timefold-demo"
 INSTANCES = ("small", "large")
 ROOT = Path(__file__).resolve().parent.parent
 
