@@ -25,7 +25,7 @@ from rsched.bench.curtois import (
 )
 from rsched.domain.errors import InvalidInput
 
-BENCH_DIR = Path("/work/shared/benchmarks/curtois")
+BENCH_DIR = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "curtois"
 needs_bench = pytest.mark.skipif(
     not (BENCH_DIR / "Instance1.txt").is_file(), reason="benchmark files not available"
 )

@@ -30,7 +30,7 @@ from rsched.bench.timefold import (
 )
 from rsched.domain.errors import InvalidInput
 
-DEMO = Path("/work/shared/benchmarks/timefold-demo")
+DEMO = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "timefold-demo"
 SMALL = DEMO / "demo_small.json"
 needs_demo = pytest.mark.skipif(not SMALL.is_file(), reason="demo instances not present")
 
