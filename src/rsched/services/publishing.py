@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from rsched import metrics
 from rsched.db.mapping import load_program_data
 from rsched.db.models import (
     AssignmentRow,
@@ -43,6 +44,12 @@ from rsched.services.schedules import content_hash
 
 Pair = tuple[str, str]
 Hook = Callable[[str], None]
+
+ROLLBACK_REASONS = ("manual", "gate", "recovery")
+"""The ``reason`` label of ``scheduler_rollback_total``: a coordinator's rollback, a staged
+publish whose activation re-check refused it, a pending staging recovery rolled back."""
+for _reason in ROLLBACK_REASONS:  # every series exists from the start, for increase()
+    metrics.ROLLBACK.labels(reason=_reason)
 
 
 class PublishRefused(RschedError):
@@ -417,7 +424,12 @@ def publish(
         detail={"diff": report.to_dict()["verdict"]},
     )
     step("staged")
-    superseded = activate(factory, staging_id, hook=step)
+    try:
+        superseded = activate(factory, staging_id, hook=step)
+    except PublishRefused:
+        metrics.ROLLBACK.labels(reason="gate").inc()
+        raise
+    metrics.VALID_PUBLISH.inc()
     step("committed")
     return PublishResult(
         version_id=version_id,
@@ -584,8 +596,10 @@ def recover(factory: sessionmaker[Session]) -> list[tuple[str, str]]:
     for staging_id in pending:
         try:
             activate(factory, staging_id)
+            metrics.VALID_PUBLISH.inc()  # staged after the gate passed: a real publish
             out.append((staging_id, "committed"))
         except PublishRefused:
+            metrics.ROLLBACK.labels(reason="recovery").inc()
             out.append((staging_id, "rolled_back"))
         except NotFound:
             continue  # resolved meanwhile by another process
@@ -661,4 +675,5 @@ def rollback(
                 "actor": actor.user_id,
             },
         )
+    metrics.ROLLBACK.labels(reason="manual").inc()
     return restored[0] if restored else ""

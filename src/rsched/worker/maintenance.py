@@ -7,6 +7,12 @@ other failure of a task is logged and reported, and the next task still runs.
 
 Tasks, in order (the names used in logs and in ``MaintenanceReport.failed``):
 
+- ``recover_publishes``: publishes left pending by a crash between staging and
+  activation are completed or rolled back (:func:`rsched.services.publishing.recover`).
+  The fenced transaction only looks for a pending staging older than
+  ``STAGING_GRACE`` (a younger one is most likely a publish still running); recovery
+  then runs in its own transactions, since activation takes the program's lock (each
+  staging is resolved once, so a deposed leader racing the new one changes nothing);
 - ``reap_runs``: runs whose worker lease expired go back to the queue, or fail after
   their last attempt (:func:`rsched.services.runs.reap_expired`);
 - ``refresh_tokens``: refresh tokens past their expiry are deleted (an expired token is
@@ -33,8 +39,15 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched import metrics
-from rsched.db.models import ControlRow, FeedTokenRow, RefreshTokenRow, RunCheckpointRow, RunRow
-from rsched.services import runs
+from rsched.db.models import (
+    ControlRow,
+    FeedTokenRow,
+    RefreshTokenRow,
+    RunCheckpointRow,
+    RunRow,
+    StagingRow,
+)
+from rsched.services import publishing, runs
 from rsched.services.control import ControlStore, SqlControlStore
 from rsched.services.leader import LeaderLease, NotLeader
 
@@ -44,6 +57,8 @@ FEED_TOKEN_RETENTION = timedelta(days=30)
 """Revoked feed tokens are kept this long (to answer "revoked" rather than "unknown")."""
 CHECKPOINT_TTL = timedelta(days=7)
 """Checkpoints of a finished run are kept this long after it finished."""
+STAGING_GRACE = timedelta(seconds=60)
+"""A pending publish staging younger than this is left to the publish that made it."""
 
 T = TypeVar("T")
 
@@ -58,6 +73,8 @@ class MaintenanceReport:
     feed_tokens_deleted: int = 0
     control_rows_purged: int = 0
     checkpoints_deleted: int = 0
+    recovered_publishes: list[tuple[str, str]] = field(default_factory=list)
+    """(staging id, "committed" or "rolled_back") for each pending publish resolved."""
     run_gauges: metrics.RunGauges | None = None
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -94,6 +111,17 @@ def maintenance_tick(
             report.failed[name] = f"{type(exc).__name__}: {exc}"
             return None
 
+    if step("recover_publishes", _pending_publishes):
+        try:
+            report.recovered_publishes = publishing.recover(factory)
+        except Exception as exc:
+            log.exception("maintenance task recover_publishes failed", extra={"epoch": epoch})
+            report.failed["recover_publishes"] = f"{type(exc).__name__}: {exc}"
+        for staging_id, outcome in report.recovered_publishes:
+            log.info(
+                "pending publish recovered",
+                extra={"staging_id": staging_id, "outcome": outcome, "epoch": epoch},
+            )
     reaped = step("reap_runs", _reap_runs)
     if reaped:
         report.reaped_runs = reaped
@@ -118,6 +146,13 @@ def maintenance_tick(
             extra={"epoch": epoch, **report.counts(), "failed": sorted(report.failed)},
         )
     return report
+
+
+def _pending_publishes(session: Session, at: datetime) -> bool:
+    stale = select(StagingRow.id).where(
+        StagingRow.state == "pending", StagingRow.created_at < at - STAGING_GRACE
+    )
+    return session.scalars(stale.limit(1)).first() is not None
 
 
 def _reap_runs(session: Session, at: datetime) -> list[str]:
