@@ -36,10 +36,11 @@ from rsched.api.app import create_app
 from rsched.config import Settings
 from rsched.crypto.fields import KEYRING, install_keys, new_key
 from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
-from rsched.db.models import ScheduleVersionRow, SlotRow
-from rsched.domain import Assignment, PersonKind, ScheduleStatus
+from rsched.db.models import RunRow, ScheduleVersionRow, SlotRow
+from rsched.domain import Assignment, PersonKind, RunState, ScheduleStatus
 from rsched.programfile.generator import generate_program
 from rsched.services import programs as P
+from rsched.services import runs as R
 from rsched.services import schedules as S
 from rsched.services.access import Actor, Role
 from rsched.services.auth import issue_access_token
@@ -140,6 +141,8 @@ class ProgramWorld:
     request: str
     active_version: str
     draft_version: str
+    run: str
+    """A finished (succeeded) solver run; its event stream ends at once."""
 
 
 @dataclass
@@ -172,6 +175,7 @@ class World:
             "absence_id": p.absence,
             "request_id": p.request,
             "version_id": p.active_version,
+            "run_id": p.run,
         }
 
     def feed_token(self, key: str) -> str:
@@ -236,6 +240,21 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
             .where(ScheduleVersionRow.id == active)
             .values(status=ScheduleStatus.ACTIVE.value)
         )
+        run, _ = R.create_run(
+            s, actor=SETUP, program_id=program_id, idempotency_key=f"world-run-{program_id}"
+        )
+        s.execute(  # solved by no worker: the tests set the outcome directly
+            update(RunRow)
+            .where(RunRow.id == run.id)
+            .values(
+                state=RunState.SUCCEEDED.value,
+                attempt=1,
+                finished_at=run.created_at,
+                stop_reason="completed",
+                result_version_id=draft,
+                progress={"elapsed": 1.0, "solutions": 1, "objective": 0.0},
+            )
+        )
     return ProgramWorld(
         id=program_id,
         subject=subject,
@@ -247,6 +266,7 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
         request=request.id,
         active_version=active,
         draft_version=draft,
+        run=run.id,
     )
 
 

@@ -25,7 +25,9 @@ from rsched.api.errors import PROBLEM_JSON
 from rsched.config import Settings
 from rsched.db.base import transaction
 from rsched.domain import PersonKind, ShiftKind
+from rsched.services import approvals
 from rsched.services import programs as P
+from rsched.services import runs as R
 from rsched.services.auth import login as service_login
 from rsched.services.schemas import (
     AbsenceCreate,
@@ -58,6 +60,7 @@ class Policy(Enum):
     OWN = "coordinators and the person the object is about; others 404"
     SUBMIT = "coordinators, and members for themselves; for someone else 403"
     MANAGE = "coordinators of the program and admins; other members 403"
+    COORDINATING = "coordinators of any program and admins; other members 403"
 
 
 POLICY: dict[str, Policy] = {
@@ -108,6 +111,16 @@ POLICY: dict[str, Policy] = {
     "export_csv": Policy.READ,
     "create_feed_token": Policy.OWN,
     "revoke_feed_tokens": Policy.OWN,
+    "create_run": Policy.MANAGE,
+    "list_active_runs": Policy.SIGNED_IN,
+    "get_run": Policy.READ,
+    "get_run_progress": Policy.READ,
+    "run_events": Policy.READ,
+    "abort_run": Policy.MANAGE,
+    "ops_sitrep": Policy.COORDINATING,
+    "fix_it": Policy.MANAGE,
+    "request_approval": Policy.MANAGE,
+    "decide_approval": Policy.MANAGE,
 }
 
 
@@ -130,6 +143,8 @@ def expected(policy: Policy, principal: str, program: str, success: int) -> int:
         return success
     if policy is Policy.ADMIN:
         return success if principal == "admin" else 403
+    if policy is Policy.COORDINATING:
+        return success if principal == "admin" or principal.startswith("coordinator") else 403
     role = role_in(principal, program)
     if role is None:
         return 404
@@ -149,6 +164,7 @@ def expected(policy: Policy, principal: str, program: str, success: int) -> int:
 class Call:
     path: dict[str, str] = field(default_factory=dict)
     json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Builder = Callable[[World, str], Call]
@@ -235,6 +251,26 @@ def _refresh_token(world: World) -> str:
         return service_login(s, world.settings, email=admin.email, password=PASSWORD).refresh_token
 
 
+def _queued_run(_world: World, _program: str) -> Callable[[Any, str], str]:
+    def make(s: Any, pid: str) -> str:
+        run, _ = R.create_run(s, actor=SETUP, program_id=pid, idempotency_key=unique("matrix"))
+        return run.id
+
+    return make
+
+
+def _approval_token(world: World, program: str) -> str:
+    with transaction(world.factory) as s:
+        return approvals.request_approval(
+            s,
+            actor=SETUP,
+            program_id=world.programs[program].id,
+            action="fix_it",
+            target="matrix",
+            reason="authorization matrix",
+        ).token
+
+
 def _on(key: str, make: Callable[[World, str], Callable[[Any, str], str]]) -> Builder:
     return lambda w, prog: Call(path={key: fresh(w, prog, make(w, prog))})
 
@@ -291,6 +327,27 @@ BUILDERS: dict[str, Builder] = {
         path={"request_id": fresh(w, prog, _request(w, prog))}, json={"weight": 2}
     ),
     "delete_request": _on("request_id", _request),
+    "create_run": lambda _w, _p: Call(
+        json={"algorithm": "greedy", "time_limit": 5},
+        headers={"Idempotency-Key": unique("matrix-key")},
+    ),
+    "abort_run": lambda w, prog: Call(
+        path={"run_id": fresh(w, prog, _queued_run(w, prog))}, json={"reason": "matrix"}
+    ),
+    "fix_it": lambda w, prog: Call(
+        json={"program_id": w.programs[prog].id, "mode": "conservative", "dry_run": True}
+    ),
+    "request_approval": lambda w, prog: Call(
+        json={
+            "program_id": w.programs[prog].id,
+            "action": "fix_it",
+            "target": "matrix",
+            "reason": "authorization matrix",
+        }
+    ),
+    "decide_approval": lambda w, prog: Call(
+        json={"program_id": w.programs[prog].id, "token": _approval_token(w, prog)}
+    ),
 }
 """Routes that need a body or a fresh object; every other route needs only real ids."""
 
@@ -342,7 +399,10 @@ def test_route_answers_by_role_and_program(
     want = expected(POLICY[route.name], principal, program, route.success)
 
     response = client.request(
-        route.method, path, json=call.json, headers=world.principals[principal].headers()
+        route.method,
+        path,
+        json=call.json,
+        headers={**world.principals[principal].headers(), **call.headers},
     )
 
     assert response.status_code == want, (

@@ -29,19 +29,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import Engine
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rsched import __version__
+from rsched import __version__, metrics
 from rsched.api import errors
 from rsched.api.deps import TextGuard
 from rsched.api.routes import (
     absences,
     auth,
     health,
+    ops,
     people,
     programs,
     requests,
     rotations,
+    runs,
     schedules,
     shift_types,
     slot_patterns,
@@ -63,6 +66,8 @@ ROUTERS = (
     requests.router,
     schedules.router,
     schedules.feeds,
+    runs.router,
+    ops.router,
 )
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -174,6 +179,17 @@ class RequestContext:
 # ------------------------------------------------------------------------- the app
 
 
+class AsgiEndpoint:
+    """An ASGI app as the endpoint of a plain route (a Mount would redirect /metrics to
+    /metrics/)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 CLOCK_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?$"
 
 
@@ -247,6 +263,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Prometheus text of this process; no login: label values are states, reasons and
+    # rule codes only, never a program, person or run id (docs/api.md, Metrics)
+    metrics_route = Route("/metrics", AsgiEndpoint(metrics.metrics_app()), methods=["GET"])
+    app.router.routes.append(metrics_route)
     app.add_middleware(RequestContext)
     app.openapi = published_openapi(app)  # type: ignore[method-assign]
     return app
