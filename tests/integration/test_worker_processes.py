@@ -262,6 +262,8 @@ def test_maintenance_pass_reaps_expires_and_cleans_up_only_what_is_due(
         "feed_tokens_deleted": 1,
         "control_rows_purged": 1,
         "checkpoints_deleted": 2,
+        "backups_deleted": 0,
+        "events_delivered": 0,
     }
     with session_factory() as s:
         assert set(s.scalars(select(RefreshTokenRow.id))) == {"live"}

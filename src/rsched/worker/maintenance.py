@@ -39,6 +39,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched import metrics
+from rsched.config import Settings
 from rsched.db.models import (
     ControlRow,
     FeedTokenRow,
@@ -47,9 +48,11 @@ from rsched.db.models import (
     RunRow,
     StagingRow,
 )
-from rsched.services import publishing, runs
+from rsched.services import outbox, publishing, runs
+from rsched.services.backups import BackupService, service_for
 from rsched.services.control import ControlStore, SqlControlStore
 from rsched.services.leader import LeaderLease, NotLeader
+from rsched.services.outbox import webhooks_from_env
 
 log = logging.getLogger("rsched.maintenance")
 
@@ -61,6 +64,18 @@ STAGING_GRACE = timedelta(seconds=60)
 """A pending publish staging younger than this is left to the publish that made it."""
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Housekeeping:
+    """Optional leader tasks that need settings: backup retention and outbox delivery."""
+
+    backups: BackupService | None = None
+    webhooks: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Housekeeping:
+        return cls(backups=service_for(settings), webhooks=tuple(webhooks_from_env()))
 
 
 @dataclass(kw_only=True)
@@ -76,6 +91,8 @@ class MaintenanceReport:
     recovered_publishes: list[tuple[str, str]] = field(default_factory=list)
     """(staging id, "committed" or "rolled_back") for each pending publish resolved."""
     run_gauges: metrics.RunGauges | None = None
+    backups_deleted: int = 0
+    events_delivered: int = 0
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -86,11 +103,17 @@ class MaintenanceReport:
             "feed_tokens_deleted": self.feed_tokens_deleted,
             "control_rows_purged": self.control_rows_purged,
             "checkpoints_deleted": self.checkpoints_deleted,
+            "backups_deleted": self.backups_deleted,
+            "events_delivered": self.events_delivered,
         }
 
 
 def maintenance_tick(
-    factory: sessionmaker[Session], store: ControlStore, lease: LeaderLease
+    factory: sessionmaker[Session],
+    store: ControlStore,
+    lease: LeaderLease,
+    *,
+    housekeeping: Housekeeping | None = None,
 ) -> MaintenanceReport:
     """One maintenance pass as the leader. Raises NotLeader (having written nothing
     further) as soon as a fence finds the lease gone."""
@@ -134,6 +157,8 @@ def maintenance_tick(
     else:
         report.skipped.append("control_rows")
     report.checkpoints_deleted = step("checkpoints", _checkpoints) or 0
+    if housekeeping is not None:
+        _housekeeping(factory, lease, housekeeping, report)
     try:
         with factory() as session:
             report.run_gauges = metrics.refresh_run_gauges(session)
@@ -146,6 +171,34 @@ def maintenance_tick(
             extra={"epoch": epoch, **report.counts(), "failed": sorted(report.failed)},
         )
     return report
+
+
+def _housekeeping(
+    factory: sessionmaker[Session],
+    lease: LeaderLease,
+    work: Housekeeping,
+    report: MaintenanceReport,
+) -> None:
+    """Backup retention (its deletions fenced by the lease) and outbox delivery (each
+    event claimed by a conditional update, so two deliverers never send one twice)."""
+    if work.backups is not None:
+        try:
+            plan = work.backups.retention(dry_run=False, fence=lease.fenced)
+            report.backups_deleted = len(plan.delete)
+        except NotLeader:
+            raise
+        except Exception as exc:
+            log.exception("maintenance task backup_retention failed")
+            report.failed["backup_retention"] = f"{type(exc).__name__}: {exc}"
+    if work.webhooks:
+        try:
+            delivered = outbox.deliver_pending(factory, webhooks=list(work.webhooks))
+            report.events_delivered = len(delivered.delivered)
+        except Exception as exc:
+            log.exception("maintenance task outbox failed")
+            report.failed["outbox"] = f"{type(exc).__name__}: {exc}"
+    else:
+        report.skipped.append("outbox (no RSCHED_WEBHOOKS)")
 
 
 def _pending_publishes(session: Session, at: datetime) -> bool:

@@ -34,7 +34,7 @@ from rsched.services.auth import startup
 from rsched.services.control import ControlStore, control_store
 from rsched.services.leader import LeaderLease, NotLeader
 from rsched.worker.loop import run_once, work
-from rsched.worker.maintenance import maintenance_tick
+from rsched.worker.maintenance import Housekeeping, maintenance_tick
 from rsched.worker.runner import WorkerConfig, worker_id
 
 log = logging.getLogger("rsched.worker")
@@ -92,6 +92,7 @@ def lead(
     lease: LeaderLease,
     stop: threading.Event,
     timing: LeaderTiming,
+    housekeeping: Housekeeping | None = None,
 ) -> None:
     """Contend for the lease until ``stop``; while leading, renew it and run the
     maintenance pass every ``timing.renew_every`` seconds. Releases it on the way out."""
@@ -113,7 +114,7 @@ def lead(
                         log.info("leadership acquired", extra={**extra, "epoch": lease.epoch})
                         wait = timing.renew_every
                 if lease.epoch is not None:
-                    maintenance_tick(factory, store, lease)
+                    maintenance_tick(factory, store, lease, housekeeping=housekeeping)
             except NotLeader as exc:
                 metrics.set_leader(False)
                 log.warning("stepping down: %s", exc, extra={**extra, "epoch": lease.epoch})
@@ -146,6 +147,7 @@ def start_threads(
     concurrency: int,
     leader_ttl: float,
     identity: str | None = None,
+    housekeeping: Housekeeping | None = None,
 ) -> list[threading.Thread]:
     """Start ``concurrency`` solve threads and the leader thread (all stop on ``stop``).
     Usable by any process that wants a worker inside it (the embedded server)."""
@@ -164,7 +166,7 @@ def start_threads(
     threads.append(
         threading.Thread(
             target=lead,
-            args=(factory, store, lease, stop, LeaderTiming.for_ttl(leader_ttl)),
+            args=(factory, store, lease, stop, LeaderTiming.for_ttl(leader_ttl), housekeeping),
             name="rsched-leader",
             daemon=True,
         )
@@ -232,6 +234,7 @@ def run_worker(
                     concurrency=concurrency,
                     leader_ttl=leader_ttl,
                     identity=identity,
+                    housekeeping=Housekeeping.from_settings(settings),
                 )
                 while any(t.is_alive() for t in threads):
                     for t in threads:
