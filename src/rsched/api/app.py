@@ -53,6 +53,7 @@ from rsched.config import Settings, get_settings
 from rsched.db import migrate
 from rsched.db.base import make_engine, make_sessionmaker
 from rsched.services.auth import startup
+from rsched.web import router as web_pages
 
 ROUTERS = (
     health.router,
@@ -263,6 +264,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(web_pages)  # the pages for people (docs/web.md), after the API
     # Prometheus text of this process; no login: label values are states, reasons and
     # rule codes only, never a program, person or run id (docs/api.md, Metrics)
     metrics_route = Route("/metrics", AsgiEndpoint(metrics.metrics_app()), methods=["GET"])

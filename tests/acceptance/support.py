@@ -1,0 +1,129 @@
+"""A populated database for the page tests: one generated program, its users, and a
+solved draft, all made through the services as a user would.
+
+``PASSWORD`` signs in every user: ``coordinator@example.org`` (coordinator),
+``resident@example.org`` (a PGY-1 resident, person ``r01``), ``faculty@example.org``
+(the first faculty member) and ``admin@example.org`` (admin). ``outsider@example.org``
+coordinates another program.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from rsched.config import Settings
+from rsched.db.base import transaction
+from rsched.db.mapping import load_program_data
+from rsched.domain import PersonKind
+from rsched.programfile.generator import generate_program
+from rsched.services import programs as P
+from rsched.services import schedules as S
+from rsched.services.access import Actor, Role
+from rsched.services.users import add_membership, create_user
+from rsched.solver.api import SolveParams, solve
+
+PASSWORD = "Correct-Horse-42"
+SETUP = Actor(user_id="setup", is_admin=True)
+
+
+@dataclass
+class Site:
+    program_id: str
+    other_program_id: str
+    resident: str
+    faculty: str
+    draft: str | None = None
+
+
+def program_file(size: str, program_id: str, seed: int = 1) -> dict[str, Any]:
+    mapping = generate_program(size, seed)
+    mapping["program"]["id"] = program_id
+    return mapping
+
+
+def settings_for(url: str, data_dir: Path, keys: list[str], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "data_dir": data_dir,
+        "database_url": url,
+        "redis_url": None,
+        "jwt_secret": secrets.token_urlsafe(48),
+        "encryption_keys": ",".join(keys),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def populate(
+    factory: sessionmaker[Session], *, size: str = "small", solve_draft: bool = True
+) -> Site:
+    """Import the program (and a second one for tenancy checks), make the users, and
+    (``solve_draft``) store a CP-SAT schedule as a draft."""
+    pid, other = f"web-{size}", "web-other"
+    with transaction(factory) as s:
+        P.import_program(s, actor=SETUP, mapping=program_file(size, pid))
+        P.import_program(s, actor=SETUP, mapping=program_file("small", other, seed=2))
+    with transaction(factory) as s:
+        people = P.list_people(s, actor=SETUP, program_id=pid, limit=500).items
+        resident = next(p.id for p in people if p.kind == PersonKind.RESIDENT)
+        faculty = next(p.id for p in people if p.kind == PersonKind.FACULTY)
+        users = {
+            "coordinator": (Role.COORDINATOR, pid, None),
+            "resident": (Role.RESIDENT, pid, resident),
+            "faculty": (Role.FACULTY, pid, faculty),
+            "outsider": (Role.COORDINATOR, other, None),
+        }
+        for name, (role, program, person) in users.items():
+            uid = create_user(s, email=f"{name}@example.org", password=PASSWORD)
+            add_membership(s, user_id=uid, program_id=program, role=role, person_id=person)
+        create_user(s, email="admin@example.org", password=PASSWORD, is_admin=True)
+    site = Site(program_id=pid, other_program_id=other, resident=resident, faculty=faculty)
+    if solve_draft:
+        site.draft = solve_and_save(factory, pid)
+    return site
+
+
+def solve_and_save(
+    factory: sessionmaker[Session], program_id: str, algorithm: str = "cp_sat"
+) -> str:
+    with factory() as s:
+        data = load_program_data(s, program_id)
+    result = solve(data, SolveParams(algorithm=algorithm, time_limit=30, workers=2))
+    with transaction(factory) as s:
+        return S.save_draft(
+            s,
+            actor=SETUP,
+            program_id=program_id,
+            assignments=result.assignments,
+            report_summary=result.summary(),
+        )
+
+
+class NoBackup:
+    """A backup guard for setting up test data (the publish under test uses the real one)."""
+
+    def ensure_recent(self, *, program_id: str, reason: str) -> str:
+        return "test-setup"
+
+
+def publish(factory: sessionmaker[Session], program_id: str, version_id: str) -> None:
+    """Publish a draft through the real protocol (token, gate, diff guard, staging)."""
+    from rsched.services import publishing
+
+    with transaction(factory) as s:
+        token, _ = publishing.create_publish_token(
+            s, actor=SETUP, program_id=program_id, version_id=version_id
+        )
+    publishing.publish(
+        factory,
+        actor=SETUP,
+        program_id=program_id,
+        version_id=version_id,
+        token=token,
+        backups=NoBackup(),
+    )
