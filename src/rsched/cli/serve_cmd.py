@@ -1,7 +1,11 @@
-"""``rsched serve [--host H] [--port P]``: run the HTTP API with uvicorn.
+"""``rsched serve [--host H] [--port P] [--no-worker]``: run the HTTP API with uvicorn.
 
 With no settings at all it serves the embedded default: a SQLite file in
-``RSCHED_DATA_DIR`` (default ``./rsched-data``), created and migrated on first start.
+``RSCHED_DATA_DIR`` (default ``./rsched-data``), created and migrated on first start,
+and one worker inside the same process (solve threads and the maintenance leader, as
+``rsched worker`` runs them) so that queued runs are solved with nothing else started;
+``--no-worker`` leaves it out. With ``RSCHED_DATABASE_URL`` set no worker runs inside
+the API: start ``rsched worker`` processes beside it.
 Production settings (PostgreSQL, Redis, secrets) come from the environment; see
 docs/api.md. A production database is migrated by the operator (``--migrate`` from one
 process, or ``rsched admin create``), never by every API process at start-up.
@@ -10,7 +14,23 @@ process, or ``rsched admin create``), never by every API process at start-up.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import logging
+import logging.config
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from rsched.config import Settings
+
+log = logging.getLogger("rsched.api")
+WORKER_STOP_SECONDS = 10.0
+"""On shutdown, how long the in-process worker may take to finish its run; a run still
+solving after that is left to its lease and resumed from its checkpoint at the next
+start."""
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +58,69 @@ def register(subparsers: Any) -> None:
             "always is; with PostgreSQL run this from one process, e.g. the release step)"
         ),
     )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help=(
+            "on the embedded default, do not run a worker inside the server (queued runs "
+            "then wait for an `rsched worker`); with RSCHED_DATABASE_URL none runs anyway"
+        ),
+    )
     serve.set_defaults(func=cmd_serve)
+
+
+@dataclass
+class EmbeddedWorker:
+    """One worker (a solve thread and the leader thread) inside the server process."""
+
+    stop_event: threading.Event
+    threads: list[threading.Thread]
+    engine: Engine
+
+    @classmethod
+    def start(cls, settings: Settings) -> EmbeddedWorker:
+        from rsched.db.base import make_engine, make_sessionmaker
+        from rsched.db.migrate import upgrade
+        from rsched.services.auth import startup
+        from rsched.services.control import control_store
+        from rsched.worker.process import start_threads
+        from rsched.worker.runner import WorkerConfig
+
+        startup(settings)  # the keys, before the first run is loaded
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.resolved_database_url()
+        upgrade(url)
+        engine = make_engine(url)
+        stop = threading.Event()
+        threads = start_threads(
+            make_sessionmaker(engine),
+            control_store(settings.redis_url, engine),
+            stop,
+            cfg=WorkerConfig(),
+            concurrency=1,
+            leader_ttl=15.0,
+        )
+        log.info("in-process worker started", extra={"threads": len(threads)})
+        return cls(stop_event=stop, threads=threads, engine=engine)
+
+    def stop(self, timeout: float = WORKER_STOP_SECONDS) -> bool:
+        """Stop claiming, release the leader lease, wait up to ``timeout`` for a run being
+        solved; True when every thread ended."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self.threads if t.is_alive()]
+        if alive:
+            log.warning(
+                "in-process worker still busy at shutdown: its run resumes from its "
+                "checkpoint once its lease expires",
+                extra={"threads": alive},
+            )
+            return False
+        self.engine.dispose()
+        log.info("in-process worker stopped")
+        return True
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -54,14 +136,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url())
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=logging_config(args.log_level),
-        log_level=args.log_level,
-        access_log=False,  # the API logs one JSON line per request, with its id
-        proxy_headers=True,
-        server_header=False,
-    )
+    worker = None
+    if settings.database_url is None and not args.no_worker:
+        logging.config.dictConfig(logging_config(args.log_level))
+        worker = EmbeddedWorker.start(settings)
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=logging_config(args.log_level),
+            log_level=args.log_level,
+            access_log=False,  # the API logs one JSON line per request, with its id
+            proxy_headers=True,
+            server_header=False,
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
     return 0

@@ -1,4 +1,4 @@
-"""`rsched worker` and `rsched runs create|list|show|abort`.
+"""`rsched worker` and `rsched runs create|list|show|abort|watch`.
 
 ``rsched worker`` runs a worker process: it claims queued runs from the database and
 solves them, and contends for the maintenance lease (one leader at a time, among every
@@ -10,6 +10,9 @@ the settings name (``RSCHED_DATABASE_URL``, or the embedded SQLite file in
 ``RSCHED_DATA_DIR``): whoever can run commands with those settings can already read and
 write that database, so no login is asked. Every change is audited with the actor
 ``cli:<os user>``. They call the same services as the HTTP API.
+
+``rsched runs watch`` is the exception: it follows a run through the HTTP API's event
+stream (``GET /runs/{id}/events``) with an access token, as any API client would.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import argparse
 import getpass
 import json
 import logging.config
+import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import Engine
 
@@ -37,6 +42,11 @@ from rsched.services.control import control_store
 from rsched.solver.api import SOLVERS
 
 EXIT_OK = 0
+EXIT_RUN_NOT_SUCCEEDED = 1
+EXIT_FAILURE = 3
+WATCH_READ_TIMEOUT = 60.0
+"""Seconds without a byte before ``runs watch`` gives up (the API sends a heartbeat
+comment after 15 s of silence)."""
 
 
 def register(subparsers: Any) -> None:
@@ -138,6 +148,24 @@ def register(subparsers: Any) -> None:
     abort.add_argument("run_id", metavar="RUN_ID")
     abort.add_argument("--reason", required=True, help="why (recorded with the run and audit)")
     abort.set_defaults(func=cmd_runs_abort)
+
+    watch = actions.add_parser(
+        "watch",
+        help="follow a run live through the HTTP API: a progress bar until it ends",
+        description=(
+            "Follow GET /runs/RUN_ID/events (server-sent events) of a running API and show "
+            "a progress bar until the run ends. The access token comes from --token or "
+            "RSCHED_TOKEN (prefer the variable: arguments show in process lists). Exit "
+            "status 0 when the run succeeded, 1 when it ended otherwise (failed, aborted), "
+            "3 when the API refused or could not be reached."
+        ),
+    )
+    watch.add_argument("run_id", metavar="RUN_ID")
+    watch.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the API (default http://127.0.0.1:8000)"
+    )
+    watch.add_argument("--token", help="an access token (default: $RSCHED_TOKEN)")
+    watch.set_defaults(func=cmd_runs_watch)
 
 
 # ---------------------------------------------------------------------------- worker
@@ -265,6 +293,109 @@ def cmd_runs_abort(args: argparse.Namespace) -> int:
                 )
     print(f"abort requested for run {view.id} ({view.state})")
     return EXIT_OK
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` of each server-sent event in ``lines`` (comments skipped; data
+    is JSON, as the API sends it)."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def _refused(response: Any) -> int:
+    try:
+        body = response.json()
+        detail = body.get("detail") or body.get("title")
+    except ValueError:
+        detail = response.text[:200]
+    print(f"error: the API answered {response.status_code}: {detail}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _progress_info(doc: dict[str, Any]) -> str:
+    p = doc.get("progress") or {}
+    parts = [str(doc.get("state", ""))]
+    if p.get("solutions") is not None:
+        parts.append(f"solutions {p['solutions']}")
+    if p.get("objective") is not None:
+        parts.append(f"objective {p['objective']:,.0f}")
+    if p.get("gap") is not None:
+        parts.append(f"gap {p['gap']:.2%}")
+    return "  ".join(parts)
+
+
+def cmd_runs_watch(args: argparse.Namespace) -> int:
+    try:
+        import httpx
+    except ImportError:
+        print("error: rsched runs watch needs httpx (pip install httpx)", file=sys.stderr)
+        return EXIT_FAILURE
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    token = args.token or os.environ.get("RSCHED_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    run = quote(args.run_id, safe="")
+    base = args.url.rstrip("/")
+    end: dict[str, Any] | None = None
+    try:
+        with httpx.Client(
+            base_url=base, headers=headers, timeout=httpx.Timeout(10.0, read=WATCH_READ_TIMEOUT)
+        ) as client:
+            first = client.get(f"/runs/{run}")
+            if first.status_code != 200:
+                return _refused(first)
+            total = float((first.json().get("params") or {}).get("time_limit") or 60.0)
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),
+            )
+            with bar, client.stream("GET", f"/runs/{run}/events") as response:
+                if response.status_code != 200:
+                    response.read()
+                    return _refused(response)
+                task = bar.add_task(f"run {args.run_id}", total=total, info="waiting")
+                for event, doc in sse_events(response.iter_lines()):
+                    if event == "progress":
+                        elapsed = float((doc.get("progress") or {}).get("elapsed") or 0.0)
+                        bar.update(task, completed=min(elapsed, total), info=_progress_info(doc))
+                    elif event == "end":
+                        end = doc
+                        if doc.get("state") == "succeeded":
+                            bar.update(task, completed=total)
+                        bar.update(task, info=str(doc.get("state")))
+                        break
+    except httpx.HTTPError as exc:
+        print(f"error: {base} not reached or the stream broke: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if end is None:
+        print("error: the stream ended before the run did", file=sys.stderr)
+        return EXIT_FAILURE
+    state = end.get("state")
+    line = f"run {args.run_id} {state}"
+    if end.get("result_version_id"):
+        line += f"; draft schedule {end['result_version_id']}"
+    reason = end.get("failure_reason") or end.get("abort_reason")
+    if state != "succeeded" and reason:
+        line += f" ({reason})"
+    print(line)
+    return EXIT_OK if state == "succeeded" else EXIT_RUN_NOT_SUCCEEDED
 
 
 def _doc(view: Any) -> dict[str, Any]:

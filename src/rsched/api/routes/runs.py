@@ -320,24 +320,29 @@ async def _events(
     actor: Actor,
     run_id: str,
 ) -> AsyncIterator[str]:
-    yield f"retry: {int(POLL_SECONDS * 4000)}\n: progress of run {run_id}\n\n"
-    last: dict[str, Any] | None = None
-    quiet_since = time.monotonic()
-    while not await request.is_disconnected():
-        snap = await run_in_threadpool(_snapshot, factory, store, actor, run_id)
-        if snap.progress is not None:
-            doc = snap.progress.model_dump(mode="json")
-            if doc != last:
-                last = doc
+    why = "the client left"
+    try:
+        yield f"retry: {int(POLL_SECONDS * 4000)}\n: progress of run {run_id}\n\n"
+        last: dict[str, Any] | None = None
+        quiet_since = time.monotonic()
+        while not await request.is_disconnected():
+            snap = await run_in_threadpool(_snapshot, factory, store, actor, run_id)
+            if snap.progress is not None:
+                doc = snap.progress.model_dump(mode="json")
+                if doc != last:
+                    last = doc
+                    quiet_since = time.monotonic()
+                    yield sse("progress", doc)
+            if snap.end is not None:
+                why = "the run ended"
+                yield sse("end", snap.end)
+                return
+            if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
                 quiet_since = time.monotonic()
-                yield sse("progress", doc)
-        if snap.end is not None:
-            yield sse("end", snap.end)
-            return
-        if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
-            quiet_since = time.monotonic()
-            yield ": heartbeat\n\n"
-        await anyio.sleep(POLL_SECONDS)
+                yield ": heartbeat\n\n"
+            await anyio.sleep(POLL_SECONDS)
+    finally:
+        log.info("event stream closed: %s", why, extra={"run_id": run_id})
 
 
 @router.get(
