@@ -317,20 +317,22 @@ def follow_up_key(row: RunRow) -> str:
 
 
 def _followed_up(session: Session, rows: list[RunRow]) -> dict[str, str]:
-    """Failed run id → the fix-it run already queued for it."""
+    """Failed run id → the fix-it run already queued for it (its key names the source)."""
+    if not rows:
+        return {}
+    wanted = {r.id for r in rows}
     found: dict[str, str] = {}
-    for row in rows:
-        existing = session.execute(
-            select(RunRow.id)
-            .where(
-                RunRow.program_id == row.program_id,
-                RunRow.idempotency_key.like(f"fixit:{row.id}:%"),
-            )
-            .order_by(RunRow.created_at)
-            .limit(1)
-        ).scalar()
-        if existing is not None:
-            found[row.id] = existing
+    for key, run_id in session.execute(
+        select(RunRow.idempotency_key, RunRow.id)
+        .where(
+            RunRow.program_id.in_(sorted({r.program_id for r in rows})),
+            RunRow.idempotency_key.like("fixit:%"),
+        )
+        .order_by(RunRow.created_at, RunRow.id)
+    ).all():
+        source = key.split(":")[1] if key.count(":") >= 2 else ""
+        if source in wanted:
+            found.setdefault(source, run_id)
     return found
 
 
