@@ -9,8 +9,10 @@ coordinates another program.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +42,33 @@ class Site:
     draft: str | None = None
 
 
-def program_file(size: str, program_id: str, seed: int = 1) -> dict[str, Any]:
+ISO_DAY = re.compile(r"^\d{4}-\d\d-\d\d$")
+
+
+def shifted(value: Any, days: int) -> Any:
+    """``value`` with every ISO date moved by ``days`` (a multiple of 7 keeps weekdays)."""
+    if isinstance(value, str) and ISO_DAY.match(value):
+        return (date.fromisoformat(value) + timedelta(days=days)).isoformat()
+    if isinstance(value, dict):
+        return {k: shifted(v, days) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shifted(v, days) for v in value]
+    return value
+
+
+def program_file(
+    size: str, program_id: str, seed: int = 1, *, future: bool = True
+) -> dict[str, Any]:
+    """A generated program; with ``future`` its dates move by whole weeks so that it
+    starts next week (shifts that have started can no longer be swapped)."""
     mapping = generate_program(size, seed)
     mapping["program"]["id"] = program_id
-    return mapping
+    if future:
+        first = date.fromisoformat(mapping["horizon"]["start"])
+        target = date.today() + timedelta(days=7)
+        weeks = max(0, -(-(target - first).days // 7))
+        mapping = shifted(mapping, 7 * weeks)
+    return dict(mapping)
 
 
 def settings_for(url: str, data_dir: Path, keys: list[str], **overrides: Any) -> Settings:

@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -86,10 +86,10 @@ MESSAGES = {
     "rolled_back": "Rolled back: the previous schedule is active again.",
     "rollback_already": "That publish was already rolled back; nothing more was done.",
     "feed_revoked": "Your calendar links are revoked; old URLs no longer work.",
-    "swap_requested": "Your swap request was sent to the coordinators.",
+    "swap_requested": "Your swap request was sent.",
     "swap_decided": "The decision is recorded.",
-    "swap_already": "This request was already decided; nothing more was done.",
-    "swap_cancelled": "Your swap request is withdrawn.",
+    "swap_done": "The swap is made: the published schedule now has it.",
+    "swap_already": "This was already done; nothing more was done.",
 }
 """Fixed texts for ``?msg=`` after a redirect (never text taken from the URL)."""
 
@@ -143,8 +143,9 @@ def _fmt_pct(value: Any, digits: int = 1) -> str:
 def _fmt_time(value: Any) -> str:
     if value is None:
         return "—"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value.tzinfo else str(value)
+    if isinstance(value, datetime):  # stored in UTC (SQLite hands them back naive)
+        aware = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, date):
         return value.isoformat()
     return str(value)

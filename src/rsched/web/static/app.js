@@ -80,13 +80,15 @@
       set("gap", p.gap, "pct");
       set("elapsed", p.elapsed, "secs");
       set("solutions", p.solutions);
-      var badge = live.querySelector("[data-field=state]");
-      if (badge) { badge.className = "badge s-" + p.state; }
+      [live.querySelector("[data-field=state]"), document.getElementById("run-state")].forEach(
+        function (badge) {
+          if (badge) { badge.className = "badge s-" + p.state; badge.textContent = p.state; }
+        });
     });
     source.addEventListener("done", function () {
       source.close();
       if (status) { status.textContent = "Finished: loading the result…"; }
-      window.location.reload();
+      window.location.replace(window.location.pathname);
     });
     source.onerror = function () {
       // The stream ends every few minutes and the browser reconnects by itself; when the
