@@ -4,7 +4,8 @@
 (anonymous, a resident and a faculty member of A, a coordinator of A, a coordinator of
 B, an admin), a draft and an active schedule version in each program, and a "subject"
 in each program (a resident with an absence and a request of their own: in A, the
-resident principal). Everything is made through the services, as a user would.
+resident principal), a pending swap request of the subject's in each program, and one
+backup. Everything is made through the services, as a user would.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,16 @@ from rsched.api.app import create_app
 from rsched.config import Settings
 from rsched.crypto.fields import KEYRING, install_keys, new_key
 from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
-from rsched.db.models import RunRow, ScheduleVersionRow, SlotRow
+from rsched.db.models import AssignmentRow, RunRow, ScheduleVersionRow, SlotRow
 from rsched.domain import Assignment, PersonKind, RunState, ScheduleStatus
 from rsched.programfile.generator import generate_program
 from rsched.services import programs as P
 from rsched.services import runs as R
 from rsched.services import schedules as S
+from rsched.services import swaps as W
 from rsched.services.access import Actor, Role
 from rsched.services.auth import issue_access_token
+from rsched.services.backups import service_for
 from rsched.services.schemas import AbsenceCreate, RequestCreate
 from rsched.services.users import add_membership, create_user
 from tests.integration.conftest import empty_all_tables
@@ -53,6 +56,9 @@ SETUP = Actor(user_id="setup", is_admin=True)
 PRINCIPALS = ("anonymous", "resident", "faculty", "coordinator_a", "coordinator_b", "admin")
 HOME = {"resident": "A", "faculty": "A", "coordinator_a": "A", "coordinator_b": "B"}
 """The program each principal belongs to (admin and anonymous: none; A is used as theirs)."""
+BEFORE_HORIZON = datetime(2026, 6, 1, tzinfo=UTC)
+"""A clock before the generated programs' horizon (2026-07): their shifts have all
+started by now, so swap requests of the world are made as if on this day."""
 _serial = itertools.count(1)
 
 
@@ -141,6 +147,9 @@ class ProgramWorld:
     request: str
     active_version: str
     draft_version: str
+    swap: str
+    """A pending swap request: the subject gives ``swap_slot`` (expired by now)."""
+    swap_slot: str
     run: str
     """A finished (succeeded) solver run; its event stream ends at once."""
 
@@ -162,6 +171,8 @@ class World:
     factory: sessionmaker[Session]
     programs: dict[str, ProgramWorld]
     principals: dict[str, Principal] = field(default_factory=dict)
+    backup: str = ""
+    """A backup of the whole database (made when the world was built)."""
 
     def path_values(self, key: str) -> dict[str, str]:
         """A real id for every path parameter of the API, in program ``key``."""
@@ -175,8 +186,15 @@ class World:
             "absence_id": p.absence,
             "request_id": p.request,
             "version_id": p.active_version,
+            "swap_id": p.swap,
+            "backup_id": self.backup,
             "run_id": p.run,
         }
+
+    def swap_query(self, key: str) -> dict[str, str]:
+        """Query parameters naming an assignment of the active schedule (the subject's)."""
+        p = self.programs[key]
+        return {"assignment": p.swap_slot, "person_id": p.subject}
 
     def feed_token(self, key: str) -> str:
         p = self.programs[key]
@@ -194,6 +212,54 @@ def some_assignments(s: Session, program_id: str, people: list[str]) -> list[Ass
     return [
         Assignment(person_id=people[i % len(people)], slot_id=sid) for i, sid in enumerate(slots)
     ]
+
+
+def make_swap(
+    factory: sessionmaker[Session],
+    program_id: str,
+    *,
+    person: str | None = None,
+    taker: str | None = None,
+) -> tuple[str, str]:
+    """A pending swap request in the program's active schedule (its id and the slot
+    given), as of ``BEFORE_HORIZON``: a give-away that breaks no hard rule, of
+    ``person``'s shift (anyone's when None) to ``taker`` (anyone when None)."""
+    with transaction(factory) as s:
+        pairs = s.execute(
+            select(AssignmentRow.person_id, AssignmentRow.slot_id)
+            .join(ScheduleVersionRow, ScheduleVersionRow.id == AssignmentRow.version_id)
+            .where(
+                AssignmentRow.program_id == program_id,
+                ScheduleVersionRow.status == ScheduleStatus.ACTIVE.value,
+            )
+            .order_by(AssignmentRow.slot_id, AssignmentRow.person_id)
+        ).all()
+        for who, slot in pairs:
+            if (person is not None and who != person) or who == taker:
+                continue
+            found = W.candidates(
+                s,
+                actor=SETUP,
+                program_id=program_id,
+                person_id=who,
+                slot_id=slot,
+                now=BEFORE_HORIZON,
+                limit=500,
+            )
+            for c in found.items:
+                if c.kind == "give" and (taker is None or c.taker == taker):
+                    swap = W.request_swap(
+                        s,
+                        actor=SETUP,
+                        program_id=program_id,
+                        person_id=who,
+                        slot_id=slot,
+                        taker_id=c.taker,
+                        note="test world",
+                        now=BEFORE_HORIZON,
+                    )
+                    return swap.id, slot
+    raise AssertionError(f"no swap of {person or 'anyone'} to {taker or 'anyone'} in {program_id}")
 
 
 def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> ProgramWorld:
@@ -255,6 +321,7 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
                 progress={"elapsed": 1.0, "solutions": 1, "objective": 0.0},
             )
         )
+    swap, swap_slot = make_swap(factory, program_id, person=subject)
     return ProgramWorld(
         id=program_id,
         subject=subject,
@@ -266,6 +333,8 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
         request=request.id,
         active_version=active,
         draft_version=draft,
+        swap=swap,
+        swap_slot=swap_slot,
         run=run.id,
     )
 
@@ -307,7 +376,15 @@ def build_world(settings: Settings, factory: sessionmaker[Session]) -> World:
     for p in principals.values():
         if p.user_id is not None:
             p.token = issue_access_token(settings, p.user_id)
-    return World(settings=settings, factory=factory, programs=programs, principals=principals)
+    with service_for(settings) as backups:
+        backup = backups.create(reason="test-world").id
+    return World(
+        settings=settings,
+        factory=factory,
+        programs=programs,
+        principals=principals,
+        backup=backup,
+    )
 
 
 def table_checksums(engine: Engine) -> dict[str, str]:

@@ -5,14 +5,18 @@ table (or a stale entry in it) fails, so a new route cannot escape the matrix.
 
 Objects a call changes or deletes are made fresh for that call (in the target program),
 so every answer is about who asks, never about what an earlier case did; a 404 for
-another program's object is for an object that exists.
+another program's object is for an object that exists. Where the shared world cannot
+give an allowed caller success (its shifts have all started, its drafts fail the
+publishing gate), the call says which refusal of the service an allowed caller gets
+instead (``Call.expect``): still a different answer from any caller who is not allowed.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,14 @@ from rsched.api.app import create_app
 from rsched.api.errors import PROBLEM_JSON
 from rsched.config import Settings
 from rsched.db.base import transaction
+from rsched.db.models import StagingBackupRow, StagingRow
 from rsched.domain import PersonKind, ShiftKind
 from rsched.services import approvals
 from rsched.services import programs as P
+from rsched.services import publishing as PB
 from rsched.services import runs as R
+from rsched.services import schedules as S
+from rsched.services.access import Actor
 from rsched.services.auth import login as service_login
 from rsched.services.schemas import (
     AbsenceCreate,
@@ -46,6 +54,7 @@ from tests.integration.api_support import (
     World,
     api_routes,
     fill,
+    make_swap,
     populated,
     program_file,
     unique,
@@ -111,6 +120,24 @@ POLICY: dict[str, Policy] = {
     "export_csv": Policy.READ,
     "create_feed_token": Policy.OWN,
     "revoke_feed_tokens": Policy.OWN,
+    "get_diff": Policy.MANAGE,
+    "create_publish_token": Policy.MANAGE,
+    "publish_version": Policy.MANAGE,
+    "rollback_schedule": Policy.MANAGE,
+    "repair_program": Policy.MANAGE,
+    "swap_candidates": Policy.OWN,
+    "list_swaps": Policy.READ,
+    "request_swap": Policy.SUBMIT,
+    "get_swap": Policy.OWN,
+    "decide_swap": Policy.MANAGE,
+    "execute_swap": Policy.OWN,
+    "undo_swap": Policy.MANAGE,
+    "list_backups": Policy.ADMIN,
+    "create_backup": Policy.ADMIN,
+    "backup_retention": Policy.ADMIN,
+    "get_backup": Policy.ADMIN,
+    "verify_backup": Policy.ADMIN,
+    "restore_backup": Policy.ADMIN,
     "create_run": Policy.MANAGE,
     "list_active_runs": Policy.SIGNED_IN,
     "get_run": Policy.READ,
@@ -164,6 +191,10 @@ def expected(policy: Policy, principal: str, program: str, success: int) -> int:
 class Call:
     path: dict[str, str] = field(default_factory=dict)
     json: Any = None
+    query: dict[str, str] = field(default_factory=dict)
+    expect: int | None = None
+    """What an allowed caller gets when the service refuses the world's object (else the
+    route's success status)."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -271,6 +302,69 @@ def _approval_token(world: World, program: str) -> str:
         ).token
 
 
+def _empty_draft(s: Any, pid: str) -> str:
+    return S.save_draft(s, actor=SETUP, program_id=pid, assignments=[], report_summary={})
+
+
+def _publish(world: World, program: str, principal: str) -> Call:
+    """A fresh draft and a publish token of the caller's own (made for their user id), so
+    an allowed caller gets past the token to the gate, which refuses an empty draft."""
+    draft = fresh(world, program, _empty_draft)
+    user = world.principals[principal].user_id or "anonymous"
+    with transaction(world.factory) as s:
+        token, _ = PB.create_publish_token(
+            s,
+            actor=Actor(user_id=user, is_admin=True),
+            program_id=world.programs[program].id,
+            version_id=draft,
+        )
+    return Call(path={"version_id": draft}, json={"token": token}, expect=409)
+
+
+def _published(world: World, program: str) -> Call:
+    """A committed publish of the world's active version that changed nothing (its
+    backup says the version was active before): rolling it back leaves every version as
+    it is, so each case finds the same world."""
+    p = world.programs[program]
+    now = datetime.now(UTC)
+    with transaction(world.factory) as s:
+        staging = uuid.uuid4().hex
+        s.add(
+            StagingRow(
+                id=staging,
+                program_id=p.id,
+                version_id=p.active_version,
+                previous_active=[],
+                checksum="",
+                state="committed",
+                kind="publish",
+                actor=SETUP.user_id,
+                detail={},
+                created_at=now,
+                resolved_at=now,
+            )
+        )
+        s.flush()
+        s.add(
+            StagingBackupRow(
+                staging_id=staging,
+                table_name="schedule_versions",
+                row_key=p.active_version,
+                before={"status": "active"},
+            )
+        )
+    return Call(json={"reason": "authorization matrix"})
+
+
+def _swap(world: World, program: str, *, taker_is_subject: bool = False) -> str:
+    """A fresh pending swap request: the subject's shift to someone else, or (in the
+    resident principal's program) someone's shift to the subject, who may execute it."""
+    p = world.programs[program]
+    if taker_is_subject and program == HOME["resident"]:
+        return make_swap(world.factory, p.id, taker=p.subject)[0]
+    return make_swap(world.factory, p.id, person=p.subject)[0]
+
+
 def _on(key: str, make: Callable[[World, str], Callable[[Any, str], str]]) -> Builder:
     return lambda w, prog: Call(path={key: fresh(w, prog, make(w, prog))})
 
@@ -348,8 +442,40 @@ BUILDERS: dict[str, Builder] = {
     "decide_approval": lambda w, prog: Call(
         json={"program_id": w.programs[prog].id, "token": _approval_token(w, prog)}
     ),
+    "create_publish_token": lambda w, prog: Call(
+        path={"version_id": w.programs[prog].draft_version}
+    ),
+    "rollback_schedule": _published,
+    "repair_program": lambda _w, _p: Call(json={"time_limit": 1, "workers": 1}),
+    # the world's shifts have all started: an allowed caller gets 422 naming the shift
+    "swap_candidates": lambda w, prog: Call(query=w.swap_query(prog), expect=422),
+    "request_swap": lambda w, prog: Call(
+        json={
+            "person_id": w.programs[prog].subject,
+            "slot_id": w.programs[prog].swap_slot,
+            "taker_id": w.programs[prog].other_person,
+        },
+        expect=422,
+    ),
+    "decide_swap": lambda w, prog: Call(
+        path={"swap_id": _swap(w, prog)}, json={"approve": True}, expect=409
+    ),
+    "execute_swap": lambda w, prog: Call(
+        path={"swap_id": _swap(w, prog, taker_is_subject=True)}, expect=422
+    ),
+    "undo_swap": lambda w, prog: Call(
+        path={"swap_id": _swap(w, prog)}, json={"reason": "matrix"}, expect=409
+    ),
+    "create_backup": lambda _w, _p: Call(json={"reason": "matrix"}),
+    "backup_retention": lambda _w, _p: Call(json={"dry_run": True}),
+    # the world's own database is not empty: a restore into it is refused
+    "restore_backup": lambda w, _p: Call(
+        json={"target_url": w.settings.resolved_database_url()}, expect=409
+    ),
 }
 """Routes that need a body or a fresh object; every other route needs only real ids."""
+PER_PRINCIPAL: dict[str, Callable[[World, str, str], Call]] = {"publish_version": _publish}
+"""Builders that make something of the caller's own (a publish token is bound to its user)."""
 
 
 # ------------------------------------------------------------------------ the cases
@@ -385,6 +511,7 @@ def test_the_policy_table_covers_exactly_the_routes() -> None:
     assert sorted(set(names) - set(POLICY)) == [], "routes without a policy"
     assert sorted(set(POLICY) - set(names)) == [], "policies of routes that do not exist"
     assert sorted(set(BUILDERS) - set(names)) == [], "builders of routes that do not exist"
+    assert sorted(set(PER_PRINCIPAL) - set(names)) == [], "builders of routes that do not exist"
 
 
 @pytest.mark.parametrize(("route", "principal", "side"), list(cases()))
@@ -394,14 +521,22 @@ def test_route_answers_by_role_and_program(
     world, client = served
     assert route.name in POLICY, f"{route.name} ({route.path}) has no entry in POLICY"
     program = PROGRAMS[side](principal)
-    call = BUILDERS.get(route.name, ids_only)(world, program)
+    own = PER_PRINCIPAL.get(route.name)
+    call = (
+        own(world, program, principal)
+        if own is not None
+        else BUILDERS.get(route.name, ids_only)(world, program)
+    )
     path = fill(route.path, {**world.path_values(program), **call.path})
     want = expected(POLICY[route.name], principal, program, route.success)
+    if call.expect is not None and want == route.success:
+        want = call.expect
 
     response = client.request(
         route.method,
         path,
         json=call.json,
+        params=call.query,
         headers={**world.principals[principal].headers(), **call.headers},
     )
 

@@ -38,21 +38,25 @@ from rsched.api.deps import TextGuard
 from rsched.api.routes import (
     absences,
     auth,
+    backups,
     health,
     ops,
     people,
     programs,
+    publishing,
     requests,
     rotations,
     runs,
     schedules,
     shift_types,
     slot_patterns,
+    swaps,
 )
 from rsched.config import Settings, get_settings
 from rsched.db import migrate
 from rsched.db.base import make_engine, make_sessionmaker
 from rsched.services.auth import startup
+from rsched.services.publishing import recover
 from rsched.web import router as web_pages
 
 ROUTERS = (
@@ -67,6 +71,9 @@ ROUTERS = (
     requests.router,
     schedules.router,
     schedules.feeds,
+    publishing.router,
+    swaps.router,
+    backups.router,
     runs.router,
     ops.router,
 )
@@ -241,6 +248,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if settings.database_url is None:  # the embedded default: create and migrate
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             migrate.upgrade(url)
+        try:  # a publish a crash left staged: completed or rolled back, once, at start-up
+            resolved = recover(_app.state.sessionmaker)
+        except Exception:  # the database may be away; the maintenance leader retries
+            log.exception("recovering pending publishes failed")
+        else:
+            if resolved:
+                log.warning("pending publishes recovered", extra={"resolved": resolved})
         log.info("api started", extra={"version": __version__, "env": settings.env})
         yield
         if own_engine:
