@@ -1,8 +1,8 @@
 """End to end in headless Chromium against a real server with a worker: a coordinator
 signs in (with the keyboard), starts a run on the ``small`` program, watches it finish
 through the live event stream, reads the grid, and publishes the draft through the token
-flow; a resident on a phone-sized screen sees their schedule and makes a calendar link.
-Screenshots go to ``tests/acceptance/artifacts/``.
+flow; a resident on a phone-sized screen sees their schedule, makes a calendar link, and
+requests a swap. Screenshots go to ``tests/acceptance/artifacts/``.
 
 Every request the browser makes must go to the server under test (no external network:
 all assets are local), and every visited page passes a small accessibility check (one
@@ -106,7 +106,7 @@ def journey(browser: Any, live_server: LiveServer, artifacts: Path) -> Iterator[
         j.close()
 
 
-def test_coordinator_runs_and_publishes_a_resident_reads_their_schedule(
+def test_coordinator_runs_publishes_and_a_resident_requests_a_swap(
     journey: Any, live_server: LiveServer
 ) -> None:
     from playwright.sync_api import expect
@@ -176,7 +176,7 @@ def test_coordinator_runs_and_publishes_a_resident_reads_their_schedule(
     coord.shot("08-published")
     coord.sign_out()
 
-    # -- a resident on a phone: their schedule and a calendar link
+    # -- a resident on a phone: their schedule, a calendar link, a swap request
     res = journey(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     rpage = res.page
     res.sign_in("resident")
@@ -190,4 +190,22 @@ def test_coordinator_runs_and_publishes_a_resident_reads_their_schedule(
     assert rpage.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways page
     res.shot("09-resident-my-schedule-phone")
 
+    request_a_swap(res)
     res.sign_out()
+
+
+def request_a_swap(res: Any) -> None:
+    """From "my schedule": pick a shift, pick one of the candidates offered, send."""
+    from playwright.sync_api import expect
+
+    rpage = res.page
+    rpage.locator("#my-shifts tbody tr a", has_text="Swap").last.click()
+    expect(rpage.get_by_role("heading", name=re.compile("^Swap"))).to_be_visible()
+    options = rpage.locator("input[name=candidate]")
+    expect(options.first).to_be_visible()
+    options.first.check()
+    res.shot("10-swap-candidates-phone")
+    rpage.get_by_role("button", name="Send the request").click()
+    rpage.wait_for_url(re.compile(r".*\?msg=swap_requested$"))
+    expect(rpage.get_by_role("status")).to_contain_text("swap request")
+    res.shot("11-swap-requested-phone")

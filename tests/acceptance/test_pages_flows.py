@@ -1,7 +1,7 @@
 """The pages that change things, without a browser: starting and aborting runs, the event
-stream, publishing through the token flow, rollback, and the operations pages. Bad input
-is refused beside the field, and a form sent twice (start, abort, publish, rollback) acts
-once."""
+stream, publishing through the token flow, rollback, swaps and their decisions, and the
+operations pages. Bad input is refused beside the field, and a form sent twice (start,
+abort, publish, rollback, request, approve, execute) acts once."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rsched.db.base import transaction
 from rsched.domain import ScheduleStatus
 from rsched.services import runs
 from rsched.services import schedules as S
+from rsched.services import swaps as swap_svc
 from rsched.web.grid import version_assignments
 from tests.acceptance.conftest import World
 from tests.acceptance.support import SETUP
@@ -231,6 +232,88 @@ def test_a_forged_publish_token_is_refused(client_for: Client, world: World) -> 
     )
     assert answer.status_code == 409
     assert "token was refused" in answer.text
+
+
+# ---------------------------------------------------------------------- swaps
+
+
+def test_a_resident_requests_a_swap_and_a_coordinator_decides_once(
+    client_for: Client, world: World
+) -> None:
+    pid = world.site.program_id
+    resident = signed_in(client_for, "resident")
+    me = resident.get(f"/app/p/{pid}/me").text
+    links = re.findall(r'href="(/app/p/[^"]+/swaps/new\?slot=[^"]+)"', me)
+    assert links, "the resident has shifts to swap"
+    offer = resident.get(links[-1].replace("&amp;", "&"))
+    assert offer.status_code == 200
+    choices = re.findall(r'name="candidate" id="c-\d+" value="([^"]*)"', offer.text)
+    assert choices, "someone can take the shift"
+
+    missing = resident.post(
+        f"/app/p/{pid}/swaps/new",
+        data={
+            "csrf": csrf_of(offer.text),
+            "slot": hidden(offer.text, "slot"),
+            "person": hidden(offer.text, "person"),
+            "note": "",
+        },
+    )
+    assert missing.status_code == 422
+    assert error_beside(missing.text, "candidate") == "Error: Choose who takes the shift."
+
+    form = {
+        "csrf": csrf_of(offer.text),
+        "slot": hidden(offer.text, "slot"),
+        "person": hidden(offer.text, "person"),
+        "candidate": choices[0],
+        "note": "family wedding",
+    }
+    first = resident.post(f"/app/p/{pid}/swaps/new", data=form, follow_redirects=False)
+    second = resident.post(f"/app/p/{pid}/swaps/new", data=form, follow_redirects=False)
+    assert flash(first.headers["location"]) == "swap_requested"
+    assert flash(second.headers["location"]) == "swap_already"
+    with world.factory() as s:
+        made = swap_svc.list_swaps(s, actor=SETUP, program_id=pid).items
+    assert len(made) == 1 and made[0].status == "pending" and made[0].note == "family wedding"
+    swap_id = made[0].id
+
+    coordinator = signed_in(client_for, "coordinator")
+    listing = coordinator.get(f"/app/p/{pid}/swaps").text
+    assert f'id="swap-{swap_id}"' in listing and "Approve" in listing
+    decide = {"csrf": csrf_of(listing), "decision": "approve"}
+    url = f"/app/p/{pid}/swaps/{swap_id}/decide"
+    assert flash(
+        coordinator.post(url, data=decide, follow_redirects=False).headers["location"]
+    ) == ("swap_decided")
+    denied_after = coordinator.post(
+        url, data={**decide, "decision": "deny"}, follow_redirects=False
+    )
+    assert flash(denied_after.headers["location"]) == "swap_already"
+    with world.factory() as s:
+        assert swap_svc.get_swap(s, actor=SETUP, program_id=pid, swap_id=swap_id).status == (
+            "approved"
+        )
+
+    execute = f"/app/p/{pid}/swaps/{swap_id}/execute"
+    made_now = coordinator.post(execute, data={"csrf": csrf_of(listing)}, follow_redirects=False)
+    assert flash(made_now.headers["location"]) == "swap_done", made_now.text[:500]
+    repeat = coordinator.post(execute, data={"csrf": csrf_of(listing)}, follow_redirects=False)
+    assert flash(repeat.headers["location"]) == "swap_already"
+    with world.factory() as s:
+        assert swap_svc.get_swap(s, actor=SETUP, program_id=pid, swap_id=swap_id).status == (
+            "executed"
+        )
+
+
+def test_swap_pages_keep_to_ones_own(client_for: Client, world: World) -> None:
+    pid = world.site.program_id
+    faculty = signed_in(client_for, "faculty")
+    listing = faculty.get(f"/app/p/{pid}/swaps").text
+    assert "No swap requests of yours" in listing or 'class="card swap"' not in listing
+    assert faculty.post(
+        f"/app/p/{pid}/swaps/nope/decide", data={"csrf": csrf_of(listing), "decision": "approve"}
+    ).status_code in (403, 404)
 
 
 # ---------------------------------------------------------------------- operations

@@ -13,10 +13,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.routing import Route
 
-from rsched.web import core, ops, pages, publish, runs
+from rsched.web import core, ops, pages, publish, runs, swaps
 
 router = APIRouter()
-for _route in (*pages.ROUTES, *runs.ROUTES, *publish.ROUTES, *ops.ROUTES):
+for _route in (*pages.ROUTES, *runs.ROUTES, *publish.ROUTES, *swaps.ROUTES, *ops.ROUTES):
     router.routes.append(_route)
 router.routes.append(
     Route("/static/{name:path}", core.static_file, methods=["GET"], include_in_schema=False)
