@@ -1,12 +1,12 @@
 """Fixtures of the acceptance tests (the web pages).
 
 - ``world``: a migrated SQLite database in a temp dir with a generated ``small`` program,
-  its users (see ``support``), a published CP-SAT schedule and a greedy draft (one per
-  module); ``client_for`` makes ``TestClient``s of an app on it (no browser), each with
-  its own cookies, so a test starts signed out.
+  its users (see ``support``), a published CP-SAT schedule, a greedy draft and a draft
+  that breaks rules on purpose (one per module); ``client_for`` makes ``TestClient``s of
+  an app on it (no browser), each with its own cookies, so a test starts signed out.
 - ``live_server``: ``rsched serve`` in a subprocess (uvicorn on a free port of 127.0.0.1,
   with the worker it runs in-process on the embedded default) on a fresh SQLite database
-  in a temp dir holding the program and its users; its log goes to
+  in a temp dir holding the program, its users and a draft that breaks rules; its log goes to
   ``artifacts/server.log``.
 - ``browser``: Playwright driving that Chromium, headless.
 - ``chromium``: the Debian Chromium at ``/usr/bin/chromium`` (``RSCHED_CHROMIUM`` to use
@@ -39,7 +39,14 @@ from rsched.config import Settings
 from rsched.crypto.fields import KEYRING, install_keys, new_key
 from rsched.db.base import make_engine, make_sessionmaker
 from rsched.db.migrate import upgrade
-from tests.acceptance.support import Site, populate, publish, settings_for, solve_and_save
+from tests.acceptance.support import (
+    Site,
+    populate,
+    publish,
+    save_broken_draft,
+    settings_for,
+    solve_and_save,
+)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = os.environ.get("RSCHED_CHROMIUM", "/usr/bin/chromium")
@@ -73,6 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert site.draft is not None
         publish(factory, site.program_id, site.draft)  # residents read an active schedule
         site.draft = solve_and_save(factory, site.program_id, algorithm="greedy")
+        site.broken = save_broken_draft(factory, site.program_id, site.resident)
         yield World(site, settings_for(url, data_dir, keys), engine, factory, data_dir)
     finally:
         KEYRING.multi, KEYRING.newest = saved
@@ -155,7 +163,9 @@ def live_server(
     install_keys(keys)
     engine = make_engine(url)
     try:
-        site = populate(make_sessionmaker(engine), solve_draft=False)
+        factory = make_sessionmaker(engine)
+        site = populate(factory, solve_draft=False)
+        site.broken = save_broken_draft(factory, site.program_id, site.resident)
     finally:
         engine.dispose()
         KEYRING.multi, KEYRING.newest = saved

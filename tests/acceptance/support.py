@@ -40,6 +40,8 @@ class Site:
     resident: str
     faculty: str
     draft: str | None = None
+    broken: str | None = None
+    """A draft that breaks rules on purpose (see ``save_broken_draft``)."""
 
 
 ISO_DAY = re.compile(r"^\d{4}-\d\d-\d\d$")
@@ -152,3 +154,28 @@ def publish(factory: sessionmaker[Session], program_id: str, version_id: str) ->
         token=token,
         backups=NoBackup(),
     )
+
+
+def save_broken_draft(factory: sessionmaker[Session], program_id: str, person_id: str) -> str:
+    """A draft that breaks rules on purpose: a solved schedule plus ``person_id`` on every
+    slot of the first two days (overlaps, long duty, coverage above the maximum)."""
+    from rsched.domain import Assignment
+
+    with factory() as s:
+        data = load_program_data(s, program_id)
+    result = solve(data, SolveParams(algorithm="greedy", time_limit=30, workers=1))
+    tz = data.tz
+    first_days = {data.start, data.start + timedelta(days=1)}
+    extra = [
+        Assignment(person_id=person_id, slot_id=slot.id)
+        for slot in data.slots
+        if slot.start.astimezone(tz).date() in first_days
+    ]
+    with transaction(factory) as s:
+        return S.save_draft(
+            s,
+            actor=SETUP,
+            program_id=program_id,
+            assignments=[*result.assignments, *extra],
+            report_summary={"algorithm": "hand-made", "note": "breaks rules on purpose"},
+        )

@@ -1,8 +1,9 @@
 """End to end in headless Chromium against a real server with a worker: a coordinator
 signs in (with the keyboard), starts a run on the ``small`` program, watches it finish
-through the live event stream, reads the grid, and publishes the draft through the token
-flow; a resident on a phone-sized screen sees their schedule, makes a calendar link, and
-requests a swap. Screenshots go to ``tests/acceptance/artifacts/``.
+through the live event stream, reads the grid, publishes the draft through the token flow
+and opens the breach marks of a draft that breaks rules; a resident on a phone-sized
+screen sees their schedule, makes a calendar link, and requests a swap. Screenshots go to
+``tests/acceptance/artifacts/``.
 
 Every request the browser makes must go to the server under test (no external network:
 all assets are local), and every visited page passes a small accessibility check (one
@@ -174,6 +175,23 @@ def test_coordinator_runs_publishes_and_a_resident_requests_a_swap(
     expect(page.get_by_role("status")).to_contain_text("Published")
     expect(page.locator("h1 .badge")).to_have_text("active")
     coord.shot("08-published")
+
+    # -- a draft that breaks rules: each mark opens on click or Enter and shows the rule,
+    #    the measured value and the limit; Escape closes it
+    coord.goto(f"/app/p/{site.program_id}/grid?version={site.broken}")
+    mark = page.locator("table.grid details.mark", has=page.locator("summary[title*=limit]"))
+    mark = mark.first
+    mark.locator("summary").click()
+    pop = mark.locator(".pop")
+    expect(pop).to_be_visible()
+    expect(pop).to_contain_text(re.compile(r"value [\d.]+, limit [\d.]+"))
+    coord.shot("09-grid-breach-open")
+    page.keyboard.press("Escape")
+    expect(pop).to_be_hidden()
+    mark.locator("summary").focus()
+    page.keyboard.press("Enter")
+    expect(pop).to_be_visible()
+    page.keyboard.press("Escape")
     coord.sign_out()
 
     # -- a resident on a phone: their schedule, a calendar link, a swap request
@@ -188,7 +206,7 @@ def test_coordinator_runs_publishes_and_a_resident_requests_a_swap(
     feed = rpage.get_by_label("Calendar link")
     expect(feed).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/feeds/.+\.ics$"))
     assert rpage.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways page
-    res.shot("09-resident-my-schedule-phone")
+    res.shot("10-resident-my-schedule-phone")
 
     request_a_swap(res)
     res.sign_out()
@@ -204,8 +222,8 @@ def request_a_swap(res: Any) -> None:
     options = rpage.locator("input[name=candidate]")
     expect(options.first).to_be_visible()
     options.first.check()
-    res.shot("10-swap-candidates-phone")
+    res.shot("11-swap-candidates-phone")
     rpage.get_by_role("button", name="Send the request").click()
     rpage.wait_for_url(re.compile(r".*\?msg=swap_requested$"))
     expect(rpage.get_by_role("status")).to_contain_text("swap request")
-    res.shot("11-swap-requested-phone")
+    res.shot("12-swap-requested-phone")

@@ -223,20 +223,28 @@ def test_grid_range_errors_are_shown_beside_the_fields(client_for: Client, world
 def test_breaches_are_marked_on_their_cells_with_rule_value_and_limit(
     client_for: Client, world: World
 ) -> None:
-    """The greedy draft leaves breaches; each is marked on a cell, with its details."""
+    """The hand-made draft puts one resident on every slot of two days: the marks sit on
+    that resident's cells and say rule, value and limit (on hover and when opened)."""
     client = client_for()
     sign_in(client, "coordinator")
-    html = client.get(f"/app/p/{world.site.program_id}/grid?version={world.site.draft}").text
+    html = client.get(f"/app/p/{world.site.program_id}/grid?version={world.site.broken}").text
     summary = re.search(r"<strong>(\d+)</strong> violations?, <strong>(\d+)</strong> warn", html)
-    assert summary
+    assert summary and int(summary.group(1)) > 0
+    assert "NO_OVERLAP" in html
     marked = re.findall(r'<details class="mark"><summary title="([^"]*)">', html)
-    if int(summary.group(1)) + int(summary.group(2)) == 0:
-        assert not marked
-        return
     assert marked
-    assert all("value" in title and "limit" in title for title in marked)
-    assert re.search(r'<td class="(we )?[vw]">', html)
+    assert any(re.search(r"CONTINUOUS_24_4: value [\d.]+, limit [\d.]+", t) for t in marked)
+    assert not any("value ," in t for t in marked)  # rules without a measure say none
+    opened = re.findall(r'<div class="pop"><p><strong>(\w+)</strong> \((violation|warning)\)', html)
+    assert opened
+    assert re.search(r'<td class="(we )?v">', html)
     assert "Every breach found by the validator" in html
+    # the resident put everywhere carries the marks on their own row
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r'<th scope="row" class="person">([^<]+?) <span(.*?)</tr>', html, re.S)
+    }
+    assert '<details class="mark">' in rows["Resident 01"]
 
 
 def test_residents_read_the_active_schedule_only(client_for: Client, world: World) -> None:
