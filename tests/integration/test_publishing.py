@@ -390,3 +390,28 @@ def test_sigkill_at_every_step_leaves_exactly_old_or_new(
         assert active == [old]  # nothing was staged: the old schedule stands
     if at in ("before_commit",) or at == "committed":
         assert active[0] in (old, new)
+
+
+def test_gate_with_n1_enabled_reports_who_cannot_be_absorbed(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    from rsched.db.models import ProgramRow
+    from rsched.solver.n1 import n_minus_one
+
+    vid = world.draft(world.pairs)
+    with session_factory() as s, s.begin():
+        program = s.get(ProgramRow, world.pid)
+        assert program is not None
+        program.settings = {**program.settings, "publish": {"n1_required": True}}
+    with session_factory() as s:
+        policy = publishing.PublishPolicy.of(s.get(ProgramRow, world.pid).settings)  # type: ignore[union-attr]
+        checks = publishing.gate(s, world.pid, vid, policy)
+    expected = n_minus_one(
+        parse_program(generate_program("small", 4)),
+        world.pairs,
+        params_per_person=SolveParams(time_limit=2, workers=1),
+    ).not_absorbable
+    assert checks["n1"]["not_absorbable"] == expected
+    assert checks["ok"] == (not expected)
+    if expected:
+        assert any(p.startswith("N-1:") for p in checks["problems"])

@@ -41,6 +41,8 @@ from rsched.rules.report import validate
 from rsched.services import approvals, audit, outbox
 from rsched.services.access import Actor, Forbidden, Need, authorize
 from rsched.services.schedules import content_hash
+from rsched.solver.api import SolveParams
+from rsched.solver.n1 import n_minus_one
 
 Pair = tuple[str, str]
 Hook = Callable[[str], None]
@@ -77,6 +79,9 @@ class PublishPolicy:
     person_max_fraction: float = 0.5
     person_warn_fraction: float = 0.3
     token_minutes: int = 10
+    n1_required: bool = False
+    """Refuse a schedule that cannot absorb the sudden loss of any one person."""
+    n1_seconds_per_person: float = 2.0
 
     @classmethod
     def of(cls, settings: dict[str, Any] | None) -> PublishPolicy:
@@ -273,7 +278,19 @@ def gate(
         )
     if report.coverage < policy.min_coverage:
         problems.append(f"coverage {report.coverage:.1%} is below {policy.min_coverage:.0%}")
-    return {"ok": not problems, "problems": problems, "validation": report.summary()}
+    result: dict[str, Any] = {"validation": report.summary()}
+    if policy.n1_required and not problems:
+        n1 = n_minus_one(
+            data,
+            assignments,
+            params_per_person=SolveParams(time_limit=policy.n1_seconds_per_person, workers=1),
+        )
+        result["n1"] = {"not_absorbable": n1.not_absorbable}
+        if n1.not_absorbable:
+            problems.append(
+                "N-1: the schedule cannot absorb the loss of " + ", ".join(n1.not_absorbable)
+            )
+    return {"ok": not problems, "problems": problems, **result}
 
 
 # ---------------------------------------------------------------------- tokens
