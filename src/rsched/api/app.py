@@ -55,6 +55,7 @@ from rsched.api.routes import (
 from rsched.config import Settings, get_settings
 from rsched.db import migrate
 from rsched.db.base import make_engine, make_sessionmaker
+from rsched.mcp.transport import mount_mcp
 from rsched.services.auth import startup
 from rsched.services.publishing import recover
 from rsched.web import router as web_pages
@@ -283,6 +284,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # rule codes only, never a program, person or run id (docs/api.md, Metrics)
     metrics_route = Route("/metrics", AsgiEndpoint(metrics.metrics_app()), methods=["GET"])
     app.router.routes.append(metrics_route)
+    mount_mcp(app)  # /mcp: MCP over streamable HTTP, API tokens only (docs/mcp.md)
     app.add_middleware(RequestContext)
     app.openapi = published_openapi(app)  # type: ignore[method-assign]
     return app

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "backup_cmds",
     "serve_cmd",
     "worker_cmd",
+    "mcp_cmd",
 )
 
 EXIT_OK = 0
