@@ -61,17 +61,17 @@ CHALLENGE = 'Bearer realm="rsched"'
 def _quiet_sdk_logging() -> Iterator[None]:
     """``MCPServer()`` calls ``logging.basicConfig`` when the root logger has no handler,
     which would reconfigure the logging of the process it is built in (the API, a
-    test run). A placeholder handler for the moment of construction keeps it as is."""
+    test run). A stand-in handler for the moment of construction keeps it as is."""
     root = logging.getLogger()
-    placeholder = logging.NullHandler()
+    stand_in = logging.NullHandler()
     added = not root.handlers
     if added:
-        root.addHandler(placeholder)
+        root.addHandler(stand_in)
     try:
         yield
     finally:
         if added:
-            root.removeHandler(placeholder)
+            root.removeHandler(stand_in)
 
 
 def make_server(deps: McpDeps) -> RschedMCP:
