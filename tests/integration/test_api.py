@@ -587,3 +587,16 @@ def test_logs_are_json_lines_with_the_request_id_and_no_feed_secret(api: Api) ->
     assert health["request_id"] == "log-check-1" and health["level"] == "info"
     assert any(line.get("path") == "/feeds/[token].ics" for line in lines)
     assert "a-secret-feed-token" not in stream.getvalue()
+
+
+
+def test_import_is_a_bulk_change_that_backs_up_first(api: Api) -> None:
+    """With no backup yet, importing a program makes one before writing (reason import)."""
+    from rsched.db.models import BackupRow
+
+    with api.factory() as s:
+        assert s.scalars(select(BackupRow.id)).first() is None
+    api.imported("prog-a")
+    with api.factory() as s:
+        reasons = list(s.scalars(select(BackupRow.reason)))
+    assert reasons == ["import"]

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rsched.domain.errors import Infeasible, InvalidInput, NotFound, RschedError
 from rsched.services.access import Forbidden, Unauthenticated
 from rsched.services.auth import RateLimited
+from rsched.services.backups import BackupFailed
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:rsched:problem:"
@@ -152,6 +153,14 @@ def _service_error(request: Request, exc: Exception) -> ProblemResponse:
             kind="rate-limited",
             detail=str(exc),
             headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, BackupFailed):
+        return problem(
+            request,
+            503,
+            kind="backup-failed",
+            title="Backup failed",
+            detail="no recent backup could be made or verified, so nothing was changed",
         )
     return unexpected(request, exc)
 

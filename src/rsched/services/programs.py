@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select, false, func, select
@@ -193,11 +193,21 @@ def _new_id(prefix: str) -> str:
 # ------------------------------------------------------------------------ import
 
 
-def import_program(session: Session, *, actor: Actor, mapping: Any) -> str:
+class BackupGuard(Protocol):
+    """What an import needs of the backup service (``BackupService`` satisfies it)."""
+
+    def ensure_recent(self, *, program_id: str, reason: str) -> str: ...
+
+
+def import_program(
+    session: Session, *, actor: Actor, mapping: Any, backups: BackupGuard | None = None
+) -> str:
     """Write a whole program file (a parsed mapping) in the caller's transaction; its id.
 
     The mapping is checked by ``parse_program`` (the CLI's checks, every error at once)
-    before anything is written; nothing is written when any check fails."""
+    before anything is written; nothing is written when any check fails. With
+    ``backups`` (a bulk change), a recent backup must exist or be made before the first
+    write; a failed backup blocks the import."""
     if not actor.is_admin:
         raise Forbidden("only an admin may import a new program")
     data = parse_program(mapping)
@@ -207,6 +217,8 @@ def import_program(session: Session, *, actor: Actor, mapping: Any) -> str:
         raise InvalidInput(errors)
     if session.get(ProgramRow, data.program.id) is not None:
         raise InvalidInput(FieldError("program.id", f"program {data.program.id!r} already exists"))
+    if backups is not None:
+        backups.ensure_recent(program_id=data.program.id, reason="import")
     patterns = [
         SlotPatternRow(
             program_id=data.program.id,

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, status
 
-from rsched.api.deps import ActorDep, Limit, Offset, ProgramId, SessionDep
+from rsched.api.deps import ActorDep, Limit, Offset, ProgramId, SessionDep, SettingsDep
 from rsched.api.errors import problem_responses
 from rsched.services import catalog
 from rsched.services import programs as svc
+from rsched.services.backups import service_for
 from rsched.services.catalog import ProgramPublic
 from rsched.services.schemas import Page
 
@@ -37,10 +38,14 @@ def list_programs(
 
 
 @router.post("/import", status_code=status.HTTP_201_CREATED)
-def import_program(body: ProgramFile, session: SessionDep, actor: ActorDep) -> ProgramPublic:
+def import_program(
+    body: ProgramFile, session: SessionDep, actor: ActorDep, settings: SettingsDep
+) -> ProgramPublic:
     """Admins only. The file gets the checks of ``rsched program check`` and every
-    problem is listed (422, paths as in the file); nothing is written unless all pass."""
-    program_id = svc.import_program(session, actor=actor, mapping=body)
+    problem is listed (422, paths as in the file); nothing is written unless all pass.
+    A bulk change: a recent backup is made first if none exists (503 if it fails)."""
+    with service_for(settings) as backups:
+        program_id = svc.import_program(session, actor=actor, mapping=body, backups=backups)
     return catalog.get_program(session, actor=actor, program_id=program_id)
 
 
