@@ -201,18 +201,18 @@ def main() -> int:
         *table(
             curtois,
             [
-                (h, k, f)
-                for h, k, f in [
-                    ("instance", "instance", ""),
-                    ("objective", "objective", ""),
-                    ("best known", "best_known", ""),
-                    ("gap %", "gap_pct", ".2f"),
-                    ("bound", "bound", ""),
-                    ("first s", "time_to_first", ".2f"),
-                    ("wall s", "wall", ".1f"),
-                    ("check", "check", ""),
-                    ("peak MB", "peak_mb", ".0f"),
-                ]
+                ("instance", "instance", ""),
+                ("days", "days", ""),
+                ("staff", "staff", ""),
+                ("status", "status", ""),
+                ("objective", "objective", ""),
+                ("best known", "best_known", ""),
+                ("gap to best %", "gap_to_best_pct", ".2f"),
+                ("bound", "bound", ""),
+                ("first s", "time_to_first", ".2f"),
+                ("wall s", "wall_time", ".1f"),
+                ("hard breaches (evaluator)", "breaches", ""),
+                ("peak MB", "peak_rss_mb", ".0f"),
             ],
         ),
         "",
@@ -240,6 +240,8 @@ def main() -> int:
         "",
     ]
     args.out.write_text("\n".join(lines) + "\n")
+    raw = {"sizes": sizes, "curtois": curtois, "timefold": timefold}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -1382,7 +1382,9 @@ def _id_key(shift_id: str) -> tuple[int, int | str]:
 
 def process_start() -> float:
     """The ``time.monotonic()`` instant this process started (Linux ``/proc``), so that a
-    command's time budget can include interpreter start-up and imports; now elsewhere."""
+    command's time budget can include interpreter start-up and imports; now elsewhere.
+    A process older than a minute is a long-lived host calling the command in-process
+    (a test run, a server): its budget starts now, not at its own start."""
     import os
 
     now = time.monotonic()
@@ -1395,7 +1397,7 @@ def process_start() -> float:
         age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return now
-    return now - age if 0 <= age < 3600 else now
+    return now - age if 0 <= age < 60 else now
 
 
 # --------------------------------------------------------------------------- solution files
