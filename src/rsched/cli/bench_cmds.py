@@ -47,25 +47,10 @@ def register(subparsers: Any) -> None:
         ),
     )
     cq.add_argument("instance", type=Path, help="an InstanceN.txt file")
-    cq.add_argument(
-        "--time-limit",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="wall-clock budget in seconds, model building included (default 60)",
-    )
-    cq.add_argument("--workers", type=int, default=2, help="CP-SAT search workers (default 2)")
-    cq.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    cq.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        required=True,
-        metavar="ROSTER",
-        help="where to write the roster",
-    )
-    cq.add_argument(
-        "--json", action="store_true", help="print one JSON object on stdout (nothing else)"
+    _solve_arguments(
+        cq,
+        budget="wall-clock budget in seconds, model building included (default 60)",
+        output=("ROSTER", "where to write the roster"),
     )
     cq.set_defaults(func=run_curtois)
     register_timefold(bench_sub)
@@ -280,27 +265,28 @@ def register_timefold(bench_sub: Any) -> None:
         ),
     )
     tf.add_argument("instance", type=Path, help="a demo_*.json instance file")
-    tf.add_argument(
-        "--time-limit",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="wall-clock budget of the whole command in seconds, start-up included (default 60)",
-    )
-    tf.add_argument("--workers", type=int, default=2, help="CP-SAT search workers (default 2)")
-    tf.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    tf.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        required=True,
-        metavar="SOLUTION",
-        help="where to write the solution JSON (written atomically, only if one is found)",
-    )
-    tf.add_argument(
-        "--json", action="store_true", help="print one JSON object on stdout (nothing else)"
+    _solve_arguments(
+        tf,
+        budget="wall-clock budget of the whole command in seconds, start-up included (default 60)",
+        output=(
+            "SOLUTION",
+            "where to write the solution JSON (written atomically, only if one is found)",
+        ),
     )
     tf.set_defaults(func=run_timefold)
+
+
+def _solve_arguments(parser: Any, *, budget: str, output: tuple[str, str]) -> None:
+    """The options every benchmark solve takes: budget, workers, seed, output, --json."""
+    parser.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS", help=budget)
+    parser.add_argument("--workers", type=int, default=2, help="CP-SAT search workers (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, metavar=output[0], help=output[1]
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout (nothing else)"
+    )
 
 
 def run_timefold(args: argparse.Namespace) -> int:
