@@ -8,7 +8,7 @@ a breaking chain: its own slots in order).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from functools import lru_cache
 from itertools import pairwise
@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from rsched.domain import ProgramData, Severity
 from rsched.rules.base import Aux, CheckContext, Linear, ModelContext, Penalty, Var, Violation, X
-from rsched.rules.timeline import Group, chains, duty_groups, minutes, stretches
+from rsched.rules.timeline import Group, Stretch, chains, duty_groups, minutes, stretches
 
 
 def _merge_gap(data: ProgramData) -> timedelta:
@@ -77,6 +77,21 @@ def _chain_constraints(
             )
 
 
+def _short_rests(
+    ctx: CheckContext, need: int, *, after_long_call: bool
+) -> Iterator[tuple[str, Stretch, Stretch, int]]:
+    """(person, stretch, next stretch, minutes between) for every gap shorter than
+    ``need``: only the gaps after ≥ 24 h of in-house call, or only the others."""
+    gap = _merge_gap(ctx.data)
+    for person, slots in ctx.assigned_residents():
+        for cur, nxt in pairwise(stretches(slots, gap)):
+            if (cur.has_call and cur.total_minutes >= 24 * 60) != after_long_call:
+                continue
+            rest = minutes(nxt.start - cur.end)
+            if rest < need:
+                yield person.id, cur, nxt, rest
+
+
 class Continuous24:
     code: ClassVar[str] = "CONTINUOUS_24_4"
     label: ClassVar[str] = "Continuous clinical duty at most 24 h (+4 h for education/handoff)"
@@ -127,34 +142,24 @@ class Rest14AfterCall:
     citation: ClassVar[str] = "ACGME CPR VI.F.2.c / 6.23"
 
     def check(self, ctx: CheckContext) -> list[Violation]:
-        rules = ctx.data.program.settings.rules
-        gap = _merge_gap(ctx.data)
-        need = rules.rest_after_call_minutes
-        out: list[Violation] = []
-        for person, slots in ctx.assigned_residents():
-            sts = stretches(slots, gap)
-            for cur, nxt in pairwise(sts):
-                if not (cur.has_call and cur.total_minutes >= 24 * 60):
-                    continue
-                rest = minutes(nxt.start - cur.end)
-                if rest < need:
-                    out.append(
-                        Violation(
-                            rule=self.code,
-                            severity=self.severity,
-                            person=person.id,
-                            start=cur.end,
-                            end=nxt.start,
-                            value=rest / 60,
-                            limit=need / 60,
-                            message=(
-                                f"{person.id} has {rest / 60:.1f} h off after 24 h of call "
-                                f"ending {cur.end.isoformat()} (next: {nxt.slots[0].id}); "
-                                f"needs {need / 60:.0f} h"
-                            ),
-                        )
-                    )
-        return out
+        need = ctx.data.program.settings.rules.rest_after_call_minutes
+        return [
+            Violation(
+                rule=self.code,
+                severity=self.severity,
+                person=person,
+                start=cur.end,
+                end=nxt.start,
+                value=rest / 60,
+                limit=need / 60,
+                message=(
+                    f"{person} has {rest / 60:.1f} h off after 24 h of call "
+                    f"ending {cur.end.isoformat()} (next: {nxt.slots[0].id}); "
+                    f"needs {need / 60:.0f} h"
+                ),
+            )
+            for person, cur, nxt, rest in _short_rests(ctx, need, after_long_call=True)
+        ]
 
     def constraints(self, mctx: ModelContext) -> Iterable[Linear]:
         data = mctx.data
@@ -190,33 +195,25 @@ class Rest8:
     citation: ClassVar[str] = "ACGME CPR VI.F.2.b / 6.23"
 
     def check(self, ctx: CheckContext) -> list[Violation]:
-        rules = ctx.data.program.settings.rules
-        gap = _merge_gap(ctx.data)
-        out: list[Violation] = []
-        for person, slots in ctx.assigned_residents():
-            sts = stretches(slots, gap)
-            for cur, nxt in pairwise(sts):
-                if cur.has_call and cur.total_minutes >= 24 * 60:
-                    continue  # REST_14_AFTER_24 governs this gap
-                rest = minutes(nxt.start - cur.end)
-                if rest < rules.min_rest_minutes:
-                    out.append(
-                        Violation(
-                            rule=self.code,
-                            severity=self.severity,
-                            person=person.id,
-                            start=cur.end,
-                            end=nxt.start,
-                            value=rest / 60,
-                            limit=rules.min_rest_minutes / 60,
-                            message=(
-                                f"{person.id} has {rest / 60:.1f} h off between duty ending "
-                                f"{cur.end.isoformat()} and {nxt.slots[0].id}; should be "
-                                f"{rules.min_rest_minutes / 60:.0f} h"
-                            ),
-                        )
-                    )
-        return out
+        need = ctx.data.program.settings.rules.min_rest_minutes
+        # after a 24-h call REST_14_AFTER_24 governs the gap
+        return [
+            Violation(
+                rule=self.code,
+                severity=self.severity,
+                person=person,
+                start=cur.end,
+                end=nxt.start,
+                value=rest / 60,
+                limit=need / 60,
+                message=(
+                    f"{person} has {rest / 60:.1f} h off between duty ending "
+                    f"{cur.end.isoformat()} and {nxt.slots[0].id}; should be "
+                    f"{need / 60:.0f} h"
+                ),
+            )
+            for person, cur, nxt, rest in _short_rests(ctx, need, after_long_call=False)
+        ]
 
     def penalties(self, mctx: ModelContext) -> tuple[list[Linear], list[Penalty]]:
         data = mctx.data
