@@ -155,14 +155,21 @@ def _service_error(request: Request, exc: Exception) -> ProblemResponse:
             headers={"Retry-After": str(exc.retry_after)},
         )
     if isinstance(exc, BackupFailed):
-        return problem(
-            request,
-            503,
-            kind="backup-failed",
-            title="Backup failed",
-            detail="no recent backup could be made or verified, so nothing was changed",
-        )
+        return backup_failed(request, exc)
     return unexpected(request, exc)
+
+
+def backup_failed(request: Request, exc: BackupFailed) -> ProblemResponse:
+    """503: nothing was changed because no backup could be made or verified (the cause
+    goes to the log only: it names files and database hosts)."""
+    log.error("backup guard refused a write", extra={"error": str(exc)})
+    return problem(
+        request,
+        503,
+        kind="backup-failed",
+        title="Backup failed",
+        detail="no recent backup could be made or verified, so nothing was changed",
+    )
 
 
 def location_path(loc: Sequence[int | str]) -> str:

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from rsched.api.deps import ActorDep, SessionDep, SettingsDep
-from rsched.api.errors import problem_responses
-from rsched.api.routes.runs import StoreDep, backup_failed, backup_guard
+from rsched.api.errors import backup_failed, problem_responses
+from rsched.api.routes.runs import StoreDep, backup_guard
 from rsched.services import approvals, ops
 from rsched.services.backups import BackupFailed
 

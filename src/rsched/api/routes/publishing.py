@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched.api.deps import ActorDep, Key, ProgramId, SessionDep, SettingsDep
-from rsched.api.errors import PROBLEM_JSON, Problem, ProblemResponse, problem, problem_responses
+from rsched.api.errors import (
+    PROBLEM_JSON,
+    Problem,
+    ProblemResponse,
+    backup_failed,
+    problem,
+    problem_responses,
+)
 from rsched.services import publishing, swaps
 from rsched.services.backups import BackupFailed, BackupService, service_for
 from rsched.services.publishing import PublishRefused
@@ -76,19 +83,6 @@ def refused(request: Request, exc: PublishRefused) -> Response:
     body = json.loads(bytes(plain.body))
     body["report"] = json.loads(json.dumps(exc.report, default=str))
     return ProblemResponse(body, status_code=409)
-
-
-def backup_failed(request: Request, exc: BackupFailed) -> Response:
-    """503: nothing was changed because no backup could be made or verified (the cause
-    goes to the log only: it names files and database hosts)."""
-    log.error("backup guard refused a write", extra={"error": str(exc)})
-    return problem(
-        request,
-        503,
-        kind="backup-failed",
-        title="Backup failed",
-        detail="no recent backup could be made or verified, so nothing was changed",
-    )
 
 
 # --------------------------------------------------------------------- shapes

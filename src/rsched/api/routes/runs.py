@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from rsched.api.deps import ActorDep, ProgramId, SessionDep, SettingsDep
-from rsched.api.errors import problem, problem_responses
+from rsched.api.errors import backup_failed, problem, problem_responses
 from rsched.config import Settings
 from rsched.domain import NotFound
 from rsched.services import ops, runs
@@ -161,18 +161,6 @@ def backup_guard(settings: Settings, program_id: str) -> Callable[[], None]:
             backups.ensure_recent(program_id=program_id, reason="run")
 
     return guard
-
-
-def backup_failed(request: Request, exc: BackupFailed) -> Response:
-    """503: nothing was queued because no backup could be made or verified."""
-    log.error("backup guard refused a write", extra={"error": str(exc)})
-    return problem(
-        request,
-        503,
-        kind="backup-failed",
-        title="Backup failed",
-        detail="no recent backup could be made or verified, so nothing was changed",
-    )
 
 
 @router.post(

@@ -13,8 +13,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from rsched.api.deps import ActorDep, FilterId, Limit, Offset, ProgramId, SessionDep
-from rsched.api.errors import problem_responses
-from rsched.api.routes.publishing import REFUSALS, BackupsDep, FactoryDep, backup_failed, refused
+from rsched.api.errors import backup_failed, problem_responses
+from rsched.api.routes.publishing import REFUSALS, BackupsDep, FactoryDep, refused
 from rsched.domain import FieldError, InvalidInput
 from rsched.services import swaps as svc
 from rsched.services.backups import BackupFailed
