@@ -47,7 +47,7 @@ def setup(db: str, data_dir: Path) -> dict[str, Any]:
     from rsched.db.migrate import upgrade
     from rsched.programfile.generator import generate_program
     from rsched.programfile.loader import parse_program
-    from rsched.services import programs, publishing, schedules, users
+    from rsched.services import feeds, programs, publishing, schedules, users
     from rsched.services.access import Actor
     from rsched.services.backups import service_for
     from rsched.solver.api import SolveParams, solve
@@ -91,7 +91,7 @@ def setup(db: str, data_dir: Path) -> dict[str, Any]:
     )
     person = result.assignments[0].person_id
     with factory() as s, s.begin():
-        feed = schedules.create_feed_token(s, actor=owner, program_id=pid, person_id=person)
+        feed = feeds.create_feed_token(s, actor=owner, program_id=pid, person_id=person)
     return {
         "url": url,
         "key": key,

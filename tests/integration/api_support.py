@@ -40,6 +40,7 @@ from rsched.db.base import Base, make_engine, make_sessionmaker, transaction
 from rsched.db.models import AssignmentRow, RunRow, ScheduleVersionRow, SlotRow
 from rsched.domain import Assignment, PersonKind, RunState, ScheduleStatus
 from rsched.programfile.generator import generate_program
+from rsched.services import feeds as F
 from rsched.services import programs as P
 from rsched.services import runs as R
 from rsched.services import schedules as S
@@ -199,7 +200,7 @@ class World:
     def feed_token(self, key: str) -> str:
         p = self.programs[key]
         with transaction(self.factory) as s:
-            return S.create_feed_token(s, actor=SETUP, program_id=p.id, person_id=p.subject)
+            return F.create_feed_token(s, actor=SETUP, program_id=p.id, person_id=p.subject)
 
 
 def some_assignments(s: Session, program_id: str, people: list[str]) -> list[Assignment]:

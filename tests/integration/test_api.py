@@ -17,17 +17,18 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched.api.app import JsonFormatter
 from rsched.api.errors import PROBLEM_JSON
 from rsched.config import Settings
 from rsched.db.base import transaction
-from rsched.db.models import FeedTokenRow
+from rsched.db.models import FeedTokenRow, ScheduleVersionRow
 from rsched.domain import InvalidInput
 from rsched.programfile.loader import parse_program
 from rsched.services import catalog
+from rsched.services import feeds as F
 from rsched.services import schedules as S
 from rsched.services.access import Role
 from rsched.services.users import add_membership, create_user
@@ -490,6 +491,47 @@ def test_schedules_grid_lists_exports_and_feeds(api: Api) -> None:
     assert revoked.json() == {"revoked": 1}
     assert_problem(api.call("GET", f"/feeds/{token}.ics"), 404)
     assert_problem(api.call("GET", "/feeds/never-issued.ics"), 404)
+
+
+def test_calendar_feed_is_deterministic_and_revalidates_with_its_etag(api: Api) -> None:
+    api.imported()
+    with transaction(api.factory) as s:
+        chosen = some_assignments(s, "prog-a", ["r01", "r02"])
+        first = S.save_draft(
+            s, actor=SETUP, program_id="prog-a", assignments=chosen, report_summary={}
+        )
+        mine = [a for a in chosen if a.person_id == "r01"]
+        second = S.save_draft(
+            s, actor=SETUP, program_id="prog-a", assignments=mine[1:], report_summary={}
+        )
+        token = F.create_feed_token(s, actor=SETUP, program_id="prog-a", person_id="r01")
+    _activate(api.factory, first)
+    path = f"/feeds/{token}.ics"
+    one, two = api.call("GET", path), api.call("GET", path)
+    assert one.status_code == two.status_code == 200 and one.content == two.content
+    tag = one.headers["etag"]
+    assert tag.startswith('"') and tag == two.headers["etag"]
+    assert "no-cache" in one.headers["cache-control"] and "private" in one.headers["cache-control"]
+    assert one.text.count("BEGIN:VEVENT") == len(mine) > 1
+    stamps = {line for line in one.text.split("\r\n") if line.startswith("DTSTAMP:")}
+    assert len(stamps) == 1  # the version's creation time, not the time of the request
+
+    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        unchanged = api.call("GET", path, headers={"If-None-Match": header})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+        assert unchanged.headers["etag"] == tag
+    assert api.call("GET", path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+    with transaction(api.factory) as s:  # the schedule changes: so do the text and its tag
+        s.execute(
+            update(ScheduleVersionRow)
+            .where(ScheduleVersionRow.id == first)
+            .values(status="superseded")
+        )
+    _activate(api.factory, second)
+    changed = api.call("GET", path, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.text.count("BEGIN:VEVENT") == len(mine) - 1
 
 
 def _activate(factory: sessionmaker[Session], version_id: str) -> None:

@@ -22,6 +22,7 @@ from rsched.db.models import FeedTokenRow, ScheduleVersionRow, SlotRow
 from rsched.domain import Assignment, InvalidInput, NotFound, PersonKind, ScheduleStatus
 from rsched.programfile.generator import generate_program
 from rsched.programfile.loader import parse_program
+from rsched.services import feeds as F
 from rsched.services import programs as P
 from rsched.services import schedules as S
 from rsched.services.access import Actor, Forbidden, Membership, Role
@@ -527,7 +528,7 @@ def test_a_coordinator_of_another_program_finds_nothing(factory: sessionmaker[Se
             ),
             lambda: P.delete_request(s, actor=outsider, program_id=a, request_id="q0001"),
             lambda: S.get_version(s, actor=outsider, program_id=a, version_id=version),
-            lambda: S.create_feed_token(s, actor=outsider, program_id=a, person_id="r01"),
+            lambda: F.create_feed_token(s, actor=outsider, program_id=a, person_id="r01"),
             # through their own program: A's objects are not there
             lambda: P.get_person(s, actor=outsider, program_id=b, person_id="only-a"),
             lambda: S.get_version(s, actor=outsider, program_id=b, version_id=version),
@@ -787,10 +788,10 @@ def test_feed_tokens_store_only_a_hash_and_revocation_holds(
     me = member(pid, "r01")
     version = save_version(factory, pid)
     with transaction(factory) as s:
-        token = S.create_feed_token(s, actor=me, program_id=pid, person_id="r01")
+        token = F.create_feed_token(s, actor=me, program_id=pid, person_id="r01")
         with pytest.raises(NotFound):
-            S.create_feed_token(s, actor=me, program_id=pid, person_id="r02")
-        other = S.create_feed_token(s, actor=coordinator(pid), program_id=pid, person_id="r02")
+            F.create_feed_token(s, actor=me, program_id=pid, person_id="r02")
+        other = F.create_feed_token(s, actor=coordinator(pid), program_id=pid, person_id="r02")
     with factory() as s:
         stored = s.scalars(select(FeedTokenRow)).all()
         assert {r.token_hash for r in stored} == {
@@ -799,17 +800,17 @@ def test_feed_tokens_store_only_a_hash_and_revocation_holds(
         assert not any(
             token in str(getattr(r, c.key)) for r in stored for c in FeedTokenRow.__table__.columns
         )
-        assert "BEGIN:VEVENT" not in S.calendar_by_feed_token(s, token)  # nothing active yet
+        assert "BEGIN:VEVENT" not in F.calendar_by_feed_token(s, token)  # nothing active yet
     activate(factory, version)
     expected = sum(1 for a in some_assignments(factory, pid) if a.person_id == "r01")
     with factory() as s:
-        feed = S.calendar_by_feed_token(s, token)
+        feed = F.calendar_by_feed_token(s, token)
     assert feed.startswith("BEGIN:VCALENDAR") and feed.count("BEGIN:VEVENT") == expected > 0
     with transaction(factory) as s:
-        assert S.revoke_feed_token(s, actor=me, program_id=pid, person_id="r01") == 1
+        assert F.revoke_feed_token(s, actor=me, program_id=pid, person_id="r01") == 1
     with factory() as s:
         with pytest.raises(NotFound):
-            S.calendar_by_feed_token(s, token)
+            F.calendar_by_feed_token(s, token)
         with pytest.raises(NotFound):
-            S.calendar_by_feed_token(s, "not-a-token")
-        assert "BEGIN:VEVENT" in S.calendar_by_feed_token(s, other)
+            F.calendar_by_feed_token(s, "not-a-token")
+        assert "BEGIN:VEVENT" in F.calendar_by_feed_token(s, other)

@@ -61,6 +61,8 @@ from rsched.services.publishing import recover
 from rsched.web import router as web_pages
 
 ROUTERS = (
+    # the path every calendar client polls first: routes are matched in order
+    schedules.feeds,
     health.router,
     auth.router,
     programs.router,
@@ -71,7 +73,6 @@ ROUTERS = (
     absences.router,
     requests.router,
     schedules.router,
-    schedules.feeds,
     publishing.router,
     swaps.router,
     backups.router,

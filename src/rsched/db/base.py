@@ -1,12 +1,21 @@
-"""Engine, sessions and the declarative base. SQLite runs in WAL mode with foreign keys."""
+"""Engine, sessions and the declarative base. SQLite runs in WAL mode with foreign keys.
+
+A server database's pooled connections are checked before use only when they have sat
+idle for :data:`PING_AFTER_IDLE_SECONDS` (a dropped connection is then replaced before
+the caller sees it). Pinging on every checkout would cost a round trip per request, a
+third of a hot read path's throughput (benchmarks/api_latency.py); a connection that was
+in use moments ago and died since fails its statement once, and SQLAlchemy then
+invalidates the whole pool, so only connections made afresh are handed out after that.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -36,7 +45,35 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_SECONDS = 10.0
+_IDLE_SINCE = "rsched_idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _mark(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle = time.monotonic() - record.info.get(_IDLE_SINCE, 0.0)
+        if idle < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_conn.rollback()
+        except Exception as error:  # the pool discards it and makes a new one
+            raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

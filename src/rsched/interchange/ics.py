@@ -14,10 +14,11 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rsched.domain import Assignment, FieldError, InvalidInput, ProgramData, Slot
+from rsched.domain import Assignment, FieldError, InvalidInput, ProgramData
 from rsched.interchange.schedule_json import write_text_atomic
 
 PRODID = "-//rsched//rsched schedule//EN"
@@ -40,6 +41,8 @@ def escape_text(value: str) -> str:
 def fold(line: str) -> str:
     """``line`` folded into CRLF-joined pieces of at most 75 octets each (a continuation
     piece starts with one space, which counts), never inside a UTF-8 sequence."""
+    if len(line) <= MAX_OCTETS and line.isascii():  # most lines: nothing to fold
+        return line
     pieces: list[str] = []
     current: list[str] = []
     size = 0
@@ -58,28 +61,64 @@ def _utc(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _summary(data: ProgramData, slot: Slot) -> str:
-    shift = data.shift_type_by_code.get(slot.shift)
-    if shift is not None and shift.name and shift.name != shift.code:
-        return f"{shift.name} ({shift.code})"
-    return slot.shift
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One assignment as a VEVENT, in plain values (no domain objects needed)."""
+
+    slot_id: str
+    person_id: str
+    start: datetime
+    end: datetime
+    shift: str
+    shift_name: str | None
+    kind: str
+    program_name: str
+    stamp: datetime
+    """DTSTAMP: when this information was created."""
 
 
-def _event(data: ProgramData, slot: Slot, person_id: str, stamp: datetime) -> list[str]:
-    hours = f"{slot.minutes / 60:.2f}".rstrip("0").rstrip(".")
-    description = f"{data.program.name}: slot {slot.id}, {slot.kind} duty, {hours} h"
+def _summary(shift: str, name: str | None) -> str:
+    return f"{name} ({shift})" if name and name != shift else shift
+
+
+def _event_lines(e: Event) -> list[str]:
+    minutes = int((e.end - e.start) / timedelta(minutes=1))
+    hours = f"{minutes / 60:.2f}".rstrip("0").rstrip(".")
+    description = f"{e.program_name}: slot {e.slot_id}, {e.kind} duty, {hours} h"
     return [
         "BEGIN:VEVENT",
-        f"UID:{escape_text(f'{slot.id}-{person_id}@rsched')}",
-        f"DTSTAMP:{_utc(stamp)}",
-        f"DTSTART:{_utc(slot.start)}",
-        f"DTEND:{_utc(slot.end)}",
-        f"SUMMARY:{escape_text(_summary(data, slot))}",
-        f"CATEGORIES:{escape_text(str(slot.kind))}",
+        f"UID:{escape_text(f'{e.slot_id}-{e.person_id}@rsched')}",
+        f"DTSTAMP:{_utc(e.stamp)}",
+        f"DTSTART:{_utc(e.start)}",
+        f"DTEND:{_utc(e.end)}",
+        f"SUMMARY:{escape_text(_summary(e.shift, e.shift_name))}",
+        f"CATEGORIES:{escape_text(e.kind)}",
         f"DESCRIPTION:{escape_text(description)}",
         "TRANSP:OPAQUE",
         "END:VEVENT",
     ]
+
+
+def render_calendar(name: str, timezone: str, events: Iterable[Event]) -> str:
+    """A VCALENDAR named ``name`` holding ``events`` in the order given (the one writer
+    of every iCalendar text rsched produces: exported files and the HTTP feeds)."""
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        f"PRODID:{PRODID}",
+        "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH",
+        f"X-WR-CALNAME:{escape_text(name)}",
+        f"X-WR-TIMEZONE:{timezone}",
+    ]
+    for event in events:
+        lines.extend(_event_lines(event))
+    lines.append("END:VCALENDAR")
+    return "".join(fold(line) + "\r\n" for line in lines)
+
+
+def calendar_name(program_name: str, person_name: str) -> str:
+    return f"{program_name}: {person_name}"
 
 
 def person_calendar(
@@ -101,19 +140,24 @@ def person_calendar(
             [FieldError("assignments", f"unknown slot {s!r} for {person_id}") for s in unknown]
         )
     slots = sorted((data.slot_by_id[s] for s in mine), key=lambda s: (s.start, s.id))
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        f"PRODID:{PRODID}",
-        "CALSCALE:GREGORIAN",
-        "METHOD:PUBLISH",
-        f"X-WR-CALNAME:{escape_text(f'{data.program.name}: {person.name}')}",
-        f"X-WR-TIMEZONE:{data.program.timezone}",
-    ]
-    for slot in slots:
-        lines.extend(_event(data, slot, person_id, stamp))
-    lines.append("END:VCALENDAR")
-    return "".join(fold(line) + "\r\n" for line in lines)
+    names = {t.code: t.name for t in data.shift_types}
+    events = (
+        Event(
+            slot_id=slot.id,
+            person_id=person_id,
+            start=slot.start,
+            end=slot.end,
+            shift=slot.shift,
+            shift_name=names.get(slot.shift),
+            kind=str(slot.kind),
+            program_name=data.program.name,
+            stamp=stamp,
+        )
+        for slot in slots
+    )
+    return render_calendar(
+        calendar_name(data.program.name, person.name), data.program.timezone, events
+    )
 
 
 def file_name(person_id: str) -> str:

@@ -1,37 +1,32 @@
 """Schedule versions: save a draft, read versions, the people × days grid, assignment
-lists, exports, and personal calendar feeds.
+lists and exports (calendar feeds: :mod:`rsched.services.feeds`).
 
 A version is immutable once written: its assignments and their content hash (SHA-256 of
 the canonical, sorted ``[person, slot]`` pairs) never change. A version becomes
 ``active`` only through publishing (a service of its own); nothing here changes a status.
 
 Faculty and residents read only active versions; any other version answers NotFound to
-them. A calendar feed is read with its secret token alone (no actor: the token is the
-credential); only the token's SHA-256 is stored, so the secret is shown once, at creation.
+them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from rsched.db import mapping as m
 from rsched.db.models import (
     AssignmentRow,
-    FeedTokenRow,
     PersonRow,
-    ProgramRow,
     ScheduleVersionRow,
-    ShiftTypeRow,
     SlotRow,
 )
 from rsched.domain import (
@@ -41,11 +36,9 @@ from rsched.domain import (
     InvalidInput,
     NotFound,
     PersonKind,
-    ProgramData,
     ScheduleStatus,
 )
 from rsched.interchange.csv_export import schedule_csv
-from rsched.interchange.ics import person_calendar
 from rsched.interchange.schedule_json import export_schedule
 from rsched.services.access import Actor, Need
 from rsched.services.programs import Viewer, page, viewer
@@ -338,97 +331,3 @@ def export_csv(session: Session, *, actor: Actor, program_id: str, version_id: s
     _version(session, view, version_id)
     data = m.load_program_data(session, program_id)
     return schedule_csv(data, _assignments(session, program_id, version_id))
-
-
-# ------------------------------------------------------------------- calendar feeds
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _feed_owner(session: Session, view: Viewer, person_id: str) -> None:
-    """Coordinators manage anyone's feed; faculty and residents their own."""
-    if (
-        not view.sees_private(person_id)
-        or session.get(PersonRow, (view.program.id, person_id)) is None
-    ):
-        raise NotFound(f"person {person_id!r} not found")
-
-
-def create_feed_token(session: Session, *, actor: Actor, program_id: str, person_id: str) -> str:
-    """A new secret feed token for ``person_id``, returned once; only its hash is kept."""
-    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
-    _feed_owner(session, view, person_id)
-    token = secrets.token_urlsafe(32)
-    session.add(
-        FeedTokenRow(
-            id=uuid.uuid4().hex,
-            program_id=program_id,
-            person_id=person_id,
-            token_hash=_token_hash(token),
-            created_at=datetime.now(UTC),
-        )
-    )
-    session.flush()
-    return token
-
-
-def revoke_feed_token(session: Session, *, actor: Actor, program_id: str, person_id: str) -> int:
-    """Revoke every live feed token of ``person_id``; how many were revoked."""
-    view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
-    _feed_owner(session, view, person_id)
-    result = session.execute(
-        update(FeedTokenRow)
-        .where(
-            FeedTokenRow.program_id == program_id,
-            FeedTokenRow.person_id == person_id,
-            FeedTokenRow.revoked_at.is_(None),
-        )
-        .values(revoked_at=datetime.now(UTC))
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def calendar_by_feed_token(session: Session, token: str) -> str:
-    """The ICS feed of the token's person: their assignments in the program's active
-    versions. An unknown or revoked token answers NotFound."""
-    feed = session.scalar(select(FeedTokenRow).where(FeedTokenRow.token_hash == _token_hash(token)))
-    if feed is None or feed.revoked_at is not None:
-        raise NotFound("calendar feed not found")
-    pid = feed.program_id
-    active = select(ScheduleVersionRow.id).where(
-        ScheduleVersionRow.program_id == pid,
-        ScheduleVersionRow.status == ScheduleStatus.ACTIVE.value,
-    )
-    slots = session.scalars(
-        select(SlotRow)
-        .where(
-            SlotRow.program_id == pid,
-            SlotRow.id.in_(
-                select(AssignmentRow.slot_id).where(
-                    AssignmentRow.program_id == pid,
-                    AssignmentRow.person_id == feed.person_id,
-                    AssignmentRow.version_id.in_(active),
-                )
-            ),
-        )
-        .order_by(SlotRow.start, SlotRow.id)
-    ).all()
-    row = session.get(ProgramRow, pid)
-    person_row = session.get(PersonRow, (pid, feed.person_id))
-    if row is None or person_row is None:  # the foreign keys cascade; defensive only
-        raise NotFound("calendar feed not found")
-    shift_types = session.scalars(select(ShiftTypeRow).where(ShiftTypeRow.program_id == pid))
-    data = ProgramData(
-        program=m.program_from_row(row),
-        start=row.horizon_start,
-        end=row.horizon_end,
-        periods=(),
-        people=(m.person_from_row(person_row),),
-        slots=tuple(m.slot_from_row(s) for s in slots),
-        shift_types=tuple(m.shift_type_from_row(t) for t in shift_types),
-    )
-    person = data.people[0]
-    mine = [Assignment(person_id=person.id, slot_id=s.id) for s in data.slots]
-    return person_calendar(data, mine, person.id)

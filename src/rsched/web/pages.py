@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from rsched.domain import NotFound, ScheduleStatus
 from rsched.services import auth as auth_svc
-from rsched.services import catalog, schedules
+from rsched.services import catalog, feeds, schedules
 from rsched.services import programs as P
 from rsched.services.access import Unauthenticated
 from rsched.services.auth import RateLimited
@@ -270,7 +270,7 @@ def my_schedule_page(ctx: Ctx) -> Response:
 def create_feed(ctx: Ctx) -> Response:
     pid = ctx.path("program_id")
     _, person_id = _me(ctx, pid)
-    token = schedules.create_feed_token(
+    token = feeds.create_feed_token(
         ctx.session, actor=ctx.actor, program_id=pid, person_id=person_id
     )
     url = str(ctx.request.url_for("calendar_feed", token=token))
@@ -280,7 +280,7 @@ def create_feed(ctx: Ctx) -> Response:
 def revoke_feed(ctx: Ctx) -> Response:
     pid = ctx.path("program_id")
     _, person_id = _me(ctx, pid)
-    schedules.revoke_feed_token(ctx.session, actor=ctx.actor, program_id=pid, person_id=person_id)
+    feeds.revoke_feed_token(ctx.session, actor=ctx.actor, program_id=pid, person_id=person_id)
     return ctx.redirect(f"/app/p/{pid}/me", msg="feed_revoked")
 
 

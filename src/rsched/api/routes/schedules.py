@@ -7,16 +7,19 @@ stored): its owner or a coordinator makes one and revokes them."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from rsched.api.deps import ActorDep, FilterId, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
 from rsched.domain import NotFound, ScheduleStatus
+from rsched.services import feeds as feeds_svc
 from rsched.services import schedules as svc
 from rsched.services.schemas import AssignmentPublic, Grid, Page, VersionPublic
 
@@ -158,7 +161,9 @@ def create_feed_token(
 ) -> FeedToken:
     """A new secret calendar URL for the person (their own, or anyone's for a
     coordinator). Keep it secret: anyone with it reads the person's published shifts."""
-    token = svc.create_feed_token(session, actor=actor, program_id=program_id, person_id=person_id)
+    token = feeds_svc.create_feed_token(
+        session, actor=actor, program_id=program_id, person_id=person_id
+    )
     url = str(request.url_for("calendar_feed", token=token))
     return FeedToken(token=token, path=f"/feeds/{token}.ics", url=url)
 
@@ -168,17 +173,40 @@ def revoke_feed_tokens(
     program_id: ProgramId, person_id: Key, session: SessionDep, actor: ActorDep
 ) -> Revoked:
     """Revoke every live feed token of the person; their URLs answer 404 from now on."""
-    count = svc.revoke_feed_token(session, actor=actor, program_id=program_id, person_id=person_id)
+    count = feeds_svc.revoke_feed_token(
+        session, actor=actor, program_id=program_id, person_id=person_id
+    )
     return Revoked(revoked=count)
 
 
 @feeds.get(
     "/feeds/{token}.ics",
     response_class=Response,
-    responses={200: {"content": {ICS: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {ICS: {"schema": {"type": "string"}}}},
+        304: {"description": "unchanged since the ETag given in If-None-Match"},
+    },
 )
-def calendar_feed(token: FeedSecret, session: SessionDep) -> Response:
+async def calendar_feed(
+    token: FeedSecret,
+    request: Request,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
     """The person's shifts in the active schedule (RFC 5545). No login: the token is the
-    credential; unknown and revoked tokens answer 404."""
-    body = svc.calendar_by_feed_token(session, token)
-    return Response(body, media_type=ICS)
+    credential; unknown and revoked tokens answer 404. The text only changes when the
+    schedule does: send the ETag back in ``If-None-Match`` to get 304 until then."""
+    # one trip to a worker thread for the whole read (session, queries, rendering): this
+    # is the path every calendar client polls
+    body = await run_in_threadpool(feeds_svc.read_calendar, request.app.state.sessionmaker, token)
+    tag = '"' + hashlib.sha256(body.encode("utf-8")).hexdigest()[:32] + '"'
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if if_none_match is not None and _none_match(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(body, media_type=ICS, headers=headers)
+
+
+def _none_match(header: str, tag: str) -> bool:
+    """Whether an If-None-Match header names ``tag`` (RFC 9110 weak comparison, which
+    If-None-Match asks for: ``W/`` is ignored) or is ``*``."""
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or tag in tags
