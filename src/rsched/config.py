@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rsched.domain.errors import FieldError, InvalidInput
@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("rsched-data")
     database_url: str | None = None
     """Default: SQLite file ``{data_dir}/rsched.db`` (WAL)."""
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    """Connections each API process keeps open (a busy process beyond it opens up to
+    ``db_max_overflow`` more, closed again after use: a new server process each time)."""
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
     redis_url: str | None = None
     jwt_secret: str | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -42,6 +46,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None  # an empty variable is an unset one: the embedded default
         if v is not None and not v.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return v
@@ -96,4 +102,19 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value is ``InvalidInput`` naming the
+    variable (``RSCHED_DB_POOL_SIZE: Input should be greater than or equal to 1``)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        prefix = Settings.model_config.get("env_prefix", "")
+        raise InvalidInput(
+            [
+                FieldError(
+                    (prefix + "_".join(str(part) for part in error["loc"])).upper(),
+                    error["msg"],
+                )
+                for error in exc.errors()
+            ],
+            source="settings",
+        ) from None

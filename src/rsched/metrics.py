@@ -23,6 +23,7 @@ reasons): never a run, program or person id.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
     make_asgi_app,
+    multiprocess,
     start_http_server,
 )
 from sqlalchemy import func, select
@@ -97,6 +99,7 @@ CONSTRAINT_SATISFACTION_RATE = Gauge(
     "Share of hard rules without any violation in the last validated schedule "
     "(1 - hard rules with a violation / hard rules).",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 SOLVER_ITERATIONS = Counter(
     "scheduler_solver_iterations_total",
@@ -116,33 +119,39 @@ SOLVER_BEST_SCORE = Gauge(
     "Best objective (weighted penalties, lower is better) last reported by a solve.",
     ["algorithm"],
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 RUNS = Gauge(
     "scheduler_runs",
     "Runs in the database by state (refreshed from the runs table).",
     ["state"],
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 RUN_OLDEST_RUNNING_SECONDS = Gauge(
     "scheduler_run_oldest_running_seconds",
     "Age (since it first started) of the oldest running run; 0 when none runs.",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 RUN_MAX_OVERRUN_SECONDS = Gauge(
     "scheduler_run_max_overrun_seconds",
     "How far the most overdue running run is past its solve budget (age since it first "
     "started - attempt x time_limit); 0 when every running run is within it.",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 RUN_STALEST_HEARTBEAT_SECONDS = Gauge(
     "scheduler_run_stalest_heartbeat_seconds",
     "Seconds since the last heartbeat of the running run heard from longest ago; 0 when none runs.",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 RUN_GAUGES_REFRESHED = Gauge(
     "scheduler_run_gauges_refreshed_timestamp_seconds",
     "Unix time the run gauges were last counted from the database by this process.",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 VALID_PUBLISH = Counter(
     "scheduler_valid_publish_total",
@@ -159,6 +168,7 @@ LEADER = Gauge(
     "scheduler_leader",
     "1 while this process holds the maintenance leader lease, else 0.",
     registry=REGISTRY,
+    multiprocess_mode="max",
 )
 
 
@@ -363,10 +373,27 @@ def render_latest(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def metrics_app(registry: CollectorRegistry = REGISTRY) -> Any:
-    """An ASGI app serving ``registry``; mount it at ``/metrics``
-    (``app.mount("/metrics", metrics_app())``)."""
-    return make_asgi_app(registry=registry)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What ``/metrics`` of this process shows: :data:`REGISTRY`; or, when this process is
+    one of several serving one port (``PROMETHEUS_MULTIPROC_DIR`` set, as
+    ``rsched serve --workers N`` sets it before starting them), every such process's
+    values read from that directory: counters summed, gauges as their maximum (the
+    multiprocess mode each gauge declares). Per-process collectors (CPU, memory) are left
+    out there: they would describe whichever process answered."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> Any:
+    """An ASGI app serving ``registry`` (default :func:`exposition_registry`); mount it at
+    ``/metrics``."""
+    return make_asgi_app(registry=registry or exposition_registry())
 
 
 def serve_metrics(

@@ -16,6 +16,7 @@ generic 500 problem, never with the traceback.
 from __future__ import annotations
 
 import contextvars
+import gc
 import json
 import logging
 import re
@@ -238,11 +239,36 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def settle_heap() -> None:
+    """Collect, then move every object alive now (modules, routes, schemas: some 200,000)
+    out of the cyclic garbage collector's reach. A full collection of the started
+    service takes ~100 ms and fell inside requests (the grid's p99 was 150-260 ms for a
+    20 ms median); frozen, the collector only walks what requests allocate."""
+    gc.collect()
+    gc.freeze()
+
+
+def serve_app() -> FastAPI:
+    """The app as ``rsched serve`` runs it (settings from the environment, heap settled
+    once started); also the factory each process of ``rsched serve --workers N`` calls."""
+    return create_app(settle=True)
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, settle: bool = False
+) -> FastAPI:
+    """The API. ``settle``: call :func:`settle_heap` once start-up is done (long-lived
+    server processes; not in tests, which start many apps in one process)."""
     settings = settings or get_settings()
     url = settings.resolved_database_url()
     own_engine = engine is None
-    bound = engine if engine is not None else make_engine(url)
+    bound = (
+        engine
+        if engine is not None
+        else make_engine(
+            url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -258,6 +284,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if resolved:
                 log.warning("pending publishes recovered", extra={"resolved": resolved})
         log.info("api started", extra={"version": __version__, "env": settings.env})
+        if settle:
+            settle_heap()
         yield
         if own_engine:
             bound.dispose()

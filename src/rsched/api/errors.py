@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rsched.domain.errors import Infeasible, InvalidInput, NotFound, RschedError
@@ -204,6 +205,26 @@ def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     return problem(request, status, title=phrase, detail=detail, headers=exc.headers)
 
 
+def _database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    """503 with Retry-After for the database being away or the connection dropped (a
+    restart, a failover, a pooled connection that died): nothing was written, and the
+    same request is expected to work moments later on a fresh connection. The cause goes
+    to the log only (it names hosts)."""
+    assert isinstance(exc, OperationalError)
+    log.error(
+        "database unavailable",
+        extra={"error": str(exc.orig or exc)[:500], "invalidated": exc.connection_invalidated},
+    )
+    return problem(
+        request,
+        503,
+        kind="database-unavailable",
+        title="Database unavailable",
+        detail="the database could not be reached; nothing was changed, try again",
+        headers={"Retry-After": "1"},
+    )
+
+
 def unexpected(request: Request, exc: BaseException) -> ProblemResponse:
     """500 for anything not mapped above: logged with its traceback, never sent."""
     rid = request_id_of(request)
@@ -226,3 +247,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RschedError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)

@@ -1,4 +1,5 @@
-"""``rsched serve [--host H] [--port P] [--no-worker]``: run the HTTP API with uvicorn.
+"""``rsched serve [--host H] [--port P] [--workers N] [--no-worker]``: run the HTTP API
+with uvicorn.
 
 With no settings at all it serves the embedded default: a SQLite file in
 ``RSCHED_DATA_DIR`` (default ``./rsched-data``), created and migrated on first start,
@@ -9,6 +10,11 @@ the API: start ``rsched worker`` processes beside it.
 Production settings (PostgreSQL, Redis, secrets) come from the environment; see
 docs/api.md. A production database is migrated by the operator (``--migrate`` from one
 process, or ``rsched admin create``), never by every API process at start-up.
+
+``--workers N`` (a server database only) runs N API processes on one port, one per core
+being the usual choice; their ``/metrics`` then add up every process's counters through
+a shared directory (``PROMETHEUS_MULTIPROC_DIR``: a fresh temporary one unless the
+operator names one, which must then be emptied before each start).
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
+import os
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +55,13 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="API processes on the port (default 1; more needs RSCHED_DATABASE_URL)",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -67,6 +84,19 @@ def register(subparsers: Any) -> None:
         ),
     )
     serve.set_defaults(func=cmd_serve)
+
+
+MAX_WORKERS = 64
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_WORKERS}, not {count}")
+    return count
 
 
 @dataclass
@@ -126,32 +156,62 @@ class EmbeddedWorker:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rsched.api.app import create_app, logging_config
+    from rsched.api.app import logging_config, serve_app
     from rsched.config import get_settings
     from rsched.db.migrate import upgrade
+    from rsched.domain import FieldError, InvalidInput
 
     settings = get_settings()
+    if args.workers > 1 and settings.database_url is None:
+        raise InvalidInput(
+            FieldError(
+                "--workers",
+                "more than one API process needs a server database (RSCHED_DATABASE_URL); "
+                "the embedded SQLite default runs as one process",
+            )
+        )
     if args.migrate:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.resolved_database_url())
-    app = create_app(settings)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": logging_config(args.log_level),
+        "log_level": args.log_level,
+        "access_log": False,  # the API logs one JSON line per request, with its id
+        "proxy_headers": True,
+        "server_header": False,
+    }
+    if args.workers > 1:
+        with _shared_metrics_dir():
+            uvicorn.run("rsched.api.app:serve_app", factory=True, workers=args.workers, **options)
+        return 0
+    app = serve_app()
     worker = None
     if settings.database_url is None and not args.no_worker:
         logging.config.dictConfig(logging_config(args.log_level))
         worker = EmbeddedWorker.start(settings)
     try:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_config=logging_config(args.log_level),
-            log_level=args.log_level,
-            access_log=False,  # the API logs one JSON line per request, with its id
-            proxy_headers=True,
-            server_header=False,
-        )
+        uvicorn.run(app, **options)
     finally:
         if worker is not None:
             worker.stop()
     return 0
+
+
+@contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the API processes about to start: the operator's
+    if set, else a fresh temporary directory removed afterwards."""
+    from rsched.metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="rsched-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)

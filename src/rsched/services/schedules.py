@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -218,49 +217,61 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range(count)]
 
 
+_assignment, _slot, _person = AssignmentRow.__table__.c, SlotRow.__table__.c, PersonRow.__table__.c
+_GRID_CELLS = (
+    select(_assignment.person_id, _assignment.day, _slot.shift)
+    .select_from(AssignmentRow.__table__)
+    .join(
+        SlotRow.__table__,
+        (_slot.program_id == _assignment.program_id) & (_slot.id == _assignment.slot_id),
+    )
+    .order_by(_slot.start, _slot.id)
+)
+_GRID_PEOPLE = select(_person.id, _person.name, _person.kind, _person.pgy, _person.active)
+
+
 def grid(
     session: Session, *, actor: Actor, program_id: str, version_id: str, start: date, end: date
 ) -> Grid:
     """People × local days ``start``..``end``: each cell holds that day's shift codes in
     start order. Rows: active people and anyone assigned in the window; residents by PGY,
-    then faculty. Three queries whatever the size."""
+    then faculty. Three queries whatever the size, read as plain rows (the grid is the
+    page every coordinator keeps open: docs/benchmarks.md has its latency)."""
     view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
     version = _version(session, view, version_id)
     days = _days(start, end)
     column = {d: i for i, d in enumerate(days)}
-    cells: dict[str, list[list[str]]] = defaultdict(lambda: [[] for _ in days])
+    width = len(days)
+    cells: dict[str, list[list[str]]] = {}
     rows = session.execute(
-        select(AssignmentRow.person_id, AssignmentRow.day, SlotRow.shift)
-        .join(
-            SlotRow,
-            (SlotRow.program_id == AssignmentRow.program_id)
-            & (SlotRow.id == AssignmentRow.slot_id),
+        _GRID_CELLS.where(
+            _assignment.program_id == program_id,
+            _assignment.version_id == version_id,
+            _assignment.day >= start,
+            _assignment.day <= end,
         )
-        .where(
-            AssignmentRow.program_id == program_id,
-            AssignmentRow.version_id == version_id,
-            AssignmentRow.day >= start,
-            AssignmentRow.day <= end,
-        )
-        .order_by(SlotRow.start, SlotRow.id)
     )
     for person_id, day, shift in rows:
-        cells[person_id][column[day]].append(shift)
-    people = session.execute(
-        select(PersonRow.id, PersonRow.name, PersonRow.kind, PersonRow.pgy, PersonRow.active).where(
-            PersonRow.program_id == program_id
-        )
-    ).all()
+        line = cells.get(person_id)
+        if line is None:
+            line = cells[person_id] = [[] for _ in range(width)]
+        line[column[day]].append(shift)
+    people = session.execute(_GRID_PEOPLE.where(_person.program_id == program_id)).all()
     shown = [p for p in people if p.active or p.id in cells]
     shown.sort(key=lambda p: (p.kind != PersonKind.RESIDENT.value, p.pgy or 0, p.id))
-    return Grid(
+    # rows straight from the database's typed columns: built without re-validation
+    return Grid.model_construct(
         program_id=program_id,
         version_id=version_id,
         status=ScheduleStatus(version.status),
         days=days,
         rows=[
-            GridRow(
-                person_id=p.id, name=p.name, kind=PersonKind(p.kind), pgy=p.pgy, cells=cells[p.id]
+            GridRow.model_construct(
+                person_id=p.id,
+                name=p.name,
+                kind=PersonKind(p.kind),
+                pgy=p.pgy,
+                cells=cells.get(p.id) or [[] for _ in range(width)],
             )
             for p in shown
         ],
