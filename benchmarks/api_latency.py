@@ -1,14 +1,20 @@
 """API latency on PostgreSQL: the `large` program's 28-day grid and an ICS feed.
 
     .venv/bin/python benchmarks/api_latency.py [--requests 200] [--load-seconds 30]
+        [--workers 2] [--json out.json]
 
-1. In-process (FastAPI TestClient, no network): median and p99 of N requests each.
-2. Under load from a second process on loopback: `rsched serve` (one uvicorn process)
-   and `wrk` (Debian package) for ``--load-seconds`` against the ICS feed and the grid;
-   requests/s and p99 as wrk reports them.
+1. In-process (FastAPI TestClient, no network): median and p99 of N requests each, after
+   the heap is settled as ``rsched serve`` settles it (``rsched.api.app.settle_heap``).
+2. Under load from a second process on loopback: ``rsched serve --workers N`` (default 2:
+   one per core of the reference machine) and ``wrk`` (Debian package; 2 threads, 16
+   connections) for ``--load-seconds`` against the ICS feed and the grid; requests/s and
+   p99 as wrk reports them. wrk and PostgreSQL share the same cores.
 
-The database is a fresh PostgreSQL database (dropped afterwards); the schedule is solved
-with CP-SAT and published through the real publishing path.
+The database is a fresh PostgreSQL database (dropped afterwards), by default with no
+planner statistics (the worst case: right after an import, or with autovacuum off);
+``--analyze`` runs ANALYZE first, the steady state autovacuum keeps. The schedule is solved
+with CP-SAT and published through the real publishing path. The load average is printed
+before and after: the figures are only as quiet as the machine.
 """
 
 from __future__ import annotations
@@ -106,6 +112,8 @@ def setup(db: str, data_dir: Path) -> dict[str, Any]:
 
 
 def in_process(ctx: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    from rsched.api.app import settle_heap
+
     client = ctx["client"]
     r = client.post(
         "/auth/login", json={"email": "bench@example.org", "password": "bench-Password-123"}
@@ -117,6 +125,7 @@ def in_process(ctx: dict[str, Any], n: int) -> list[dict[str, Any]]:
         "ICS feed": (f"/feeds/{ctx['feed']}.ics", {}),
     }
     rows = []
+    settle_heap()
     for name, (path, headers) in targets.items():
         client.get(path, headers=headers).raise_for_status()  # warm up
         times = []
@@ -137,7 +146,7 @@ def in_process(ctx: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def under_load(ctx: dict[str, Any], seconds: int) -> list[dict[str, Any]]:
+def under_load(ctx: dict[str, Any], seconds: int, workers: int) -> list[dict[str, Any]]:
     wrk = shutil.which("wrk")
     if wrk is None:
         return [
@@ -161,6 +170,8 @@ def under_load(ctx: dict[str, Any], seconds: int) -> list[dict[str, Any]]:
             "--port",
             str(port),
             "--no-worker",
+            "--workers",
+            str(workers),
             "--log-level",
             "warning",
         ],
@@ -207,7 +218,7 @@ def under_load(ctx: dict[str, Any], seconds: int) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "target": name,
-                    "mode": f"wrk {seconds}s, 16 connections",
+                    "mode": f"wrk {seconds}s, 16 connections, {workers} API processes",
                     "requests_per_s": float(rps.group(1)) if rps else None,
                     "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
                     "non_2xx": int(non2xx.group(1)) if non2xx else 0,
@@ -223,8 +234,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--load-seconds", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=2, help="API processes under load")
+    ap.add_argument("--analyze", action="store_true", help="ANALYZE the database first")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    load_before = os.getloadavg()
     db = f"rsched_bench_{os.getpid()}"
     admin = create_engine(PG + "postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
@@ -233,17 +247,53 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = setup(db, Path(tmp))
+            if args.analyze:
+                with create_engine(PG + db, isolation_level="AUTOCOMMIT").connect() as c:
+                    c.execute(text("ANALYZE"))
             rows += in_process(ctx, args.requests)
-            rows += under_load(ctx, args.load_seconds)
+            rows += under_load(ctx, args.load_seconds, args.workers)
             ctx["client"].close()
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-    for r in rows:
-        print(json.dumps(r))
+    load = {
+        "load_average_before": load_before[0],
+        "load_average_after": os.getloadavg()[0],
+        "planner_statistics": args.analyze,
+    }
+    print(table(rows))
+    print(
+        f"planner statistics: {'yes (ANALYZE)' if args.analyze else 'none'}; load average "
+        f"(1 min): {load['load_average_before']:.2f} before, "
+        f"{load['load_average_after']:.2f} after, on {os.cpu_count()} cores"
+    )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, **load}, indent=2) + "\n")
     return 0
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("target", "mode", "median ms", "p99 ms", "req/s", "non-2xx")
+    lines = [
+        (
+            r["target"],
+            r["mode"],
+            _cell(r.get("median_ms")),
+            _cell(r.get("p99_ms")),
+            _cell(r.get("requests_per_s")),
+            _cell(r.get("non_2xx")) if "requests_per_s" in r else r.get("error", ""),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+    return "\n".join(
+        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True))
+        for line in (head, tuple("-" * w for w in widths), *lines)
+    )
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

@@ -104,9 +104,10 @@ def test_counters_of_every_process_are_summed_and_gauges_maxed(tmp_path: Path) -
         "from prometheus_client import generate_latest; from rsched import metrics; "
         "print(generate_latest(metrics.exposition_registry()).decode())"
     )
-    text = subprocess.run(
-        [sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True
-    ).stdout
+    shown = subprocess.run(
+        [sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True
+    )
+    text = shown.stdout.decode()
     assert "scheduler_valid_publish_total 3.0" in text
     assert 'scheduler_rollback_total{reason="gate"} 6.0' in text
     assert "scheduler_leader 1.0" in text

@@ -643,6 +643,42 @@ def test_a_resident_sees_their_own_record_and_the_active_version(
         assert sum(len(c) for r in week.rows for c in r.cells) > 0
 
 
+def test_the_grid_puts_each_shift_on_its_day_in_start_order(
+    factory: sessionmaker[Session],
+) -> None:
+    pid = import_small(factory)
+    chosen = some_assignments(factory, pid)
+    version = save_version(factory, pid)
+    admin = Actor(user_id="root", is_admin=True)
+    with factory() as s:
+        slots = {r.id: r for r in s.scalars(select(SlotRow).where(SlotRow.program_id == pid))}
+        full = S.grid(s, actor=admin, program_id=pid, version_id=version)
+    expected: dict[tuple[str, date], list[str]] = {}
+    for a in sorted(chosen, key=lambda a: (slots[a.slot_id].start, a.slot_id)):
+        expected.setdefault((a.person_id, slots[a.slot_id].day), []).append(
+            slots[a.slot_id].shift
+        )
+    found = {
+        (row.person_id, day): cell
+        for row in full.rows
+        for day, cell in zip(full.days, row.cells, strict=True)
+        if cell
+    }
+    assert found == expected and len(found) > 0
+    # a slot that moved to another day after the version was written stays where the
+    # version put it (the assignment's day), and is not lost
+    moved = chosen[0]
+    with transaction(factory) as s:
+        s.execute(
+            update(SlotRow)
+            .where(SlotRow.program_id == pid, SlotRow.id == moved.slot_id)
+            .values(day=date(2030, 1, 1))
+        )
+    with factory() as s:
+        again = S.grid(s, actor=admin, program_id=pid, version_id=version)
+    assert again.rows == full.rows
+
+
 # ------------------------------------------------------------------------ versions
 
 

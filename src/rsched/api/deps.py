@@ -48,7 +48,7 @@ def _session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:  # no I/O: no trip to a worker thread
     settings: Settings = request.app.state.settings
     return settings
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -218,44 +219,60 @@ def _days(start: date, end: date) -> list[date]:
 
 
 _assignment, _slot, _person = AssignmentRow.__table__.c, SlotRow.__table__.c, PersonRow.__table__.c
-_GRID_CELLS = (
-    select(_assignment.person_id, _assignment.day, _slot.shift)
-    .select_from(AssignmentRow.__table__)
-    .join(
-        SlotRow.__table__,
-        (_slot.program_id == _assignment.program_id) & (_slot.id == _assignment.slot_id),
-    )
-    .order_by(_slot.start, _slot.id)
-)
+_GRID_ASSIGNMENTS = select(_assignment.slot_id, _assignment.person_id, _assignment.day)
+_GRID_SLOTS = select(_slot.id, _slot.shift).order_by(_slot.start, _slot.id)
 _GRID_PEOPLE = select(_person.id, _person.name, _person.kind, _person.pgy, _person.active)
 
 
 def grid(
-    session: Session, *, actor: Actor, program_id: str, version_id: str, start: date, end: date
+    session: Session,
+    *,
+    actor: Actor,
+    program_id: str,
+    version_id: str,
+    start: date | None = None,
+    end: date | None = None,
 ) -> Grid:
-    """People × local days ``start``..``end``: each cell holds that day's shift codes in
-    start order. Rows: active people and anyone assigned in the window; residents by PGY,
-    then faculty. Three queries whatever the size, read as plain rows (the grid is the
-    page every coordinator keeps open: docs/benchmarks.md has its latency)."""
+    """People × local days ``start``..``end`` (the version's own first and last day when
+    not given): each cell holds that day's shift codes in start order. Rows: active
+    people and anyone assigned in the window; residents by PGY, then faculty.
+
+    The grid is the page every coordinator keeps open (benchmarks/api_latency.py
+    measures it): a fixed number of single-table queries, each on the one index that
+    fits it, joined here rather than by the database, so the plan cannot turn into a
+    nested loop over every slot of the program when planner statistics are missing
+    (right after an import, or with autovacuum off)."""
     view = viewer(session, actor, program_id, Need.READ_PUBLISHED)
     version = _version(session, view, version_id)
+    start, end = start or version.start, end or version.end
     days = _days(start, end)
     column = {d: i for i, d in enumerate(days)}
     width = len(days)
-    cells: dict[str, list[list[str]]] = {}
-    rows = session.execute(
-        _GRID_CELLS.where(
+    by_slot: dict[str, list[tuple[str, date]]] = defaultdict(list)
+    for slot_id, person_id, day in session.execute(
+        _GRID_ASSIGNMENTS.where(
             _assignment.program_id == program_id,
             _assignment.version_id == version_id,
             _assignment.day >= start,
             _assignment.day <= end,
         )
-    )
-    for person_id, day, shift in rows:
-        line = cells.get(person_id)
-        if line is None:
-            line = cells[person_id] = [[] for _ in range(width)]
-        line[column[day]].append(shift)
+    ):
+        by_slot[slot_id].append((person_id, day))
+    slots = session.execute(
+        _GRID_SLOTS.where(_slot.program_id == program_id, _slot.day >= start, _slot.day <= end)
+    ).all()
+    missing = by_slot.keys() - {slot_id for slot_id, _ in slots}
+    if missing:  # the assignment's day is the slot's when written; should a slot move…
+        slots = session.execute(
+            _GRID_SLOTS.where(_slot.program_id == program_id, _slot.id.in_(by_slot.keys()))
+        ).all()
+    cells: dict[str, list[list[str]]] = {}
+    for slot_id, shift in slots:  # by start time
+        for person_id, day in by_slot.get(slot_id, ()):
+            line = cells.get(person_id)
+            if line is None:
+                line = cells[person_id] = [[] for _ in range(width)]
+            line[column[day]].append(shift)
     people = session.execute(_GRID_PEOPLE.where(_person.program_id == program_id)).all()
     shown = [p for p in people if p.active or p.id in cells]
     shown.sort(key=lambda p: (p.kind != PersonKind.RESIDENT.value, p.pgy or 0, p.id))

@@ -99,11 +99,6 @@ def get_grid(
     end: Day = None,
 ) -> Grid:
     """People × local days (the version's own days when omitted; at most 366)."""
-    if start is None or end is None:
-        version = svc.get_version(
-            session, actor=actor, program_id=program_id, version_id=version_id
-        )
-        start, end = start or version.start, end or version.end
     return svc.grid(
         session, actor=actor, program_id=program_id, version_id=version_id, start=start, end=end
     )
