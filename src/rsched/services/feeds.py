@@ -158,10 +158,11 @@ def calendar_by_feed_token(session: Session, token: str) -> str:
 
 
 def read_calendar(factory: sessionmaker[Session], token: str) -> str:
-    """:func:`calendar_by_feed_token` in a read-only unit of work of its own (rolled back,
-    never committed), for callers without a request session."""
+    """:func:`calendar_by_feed_token` on a session of its own, for callers without one.
+
+    Its two statements run in autocommit mode: each reads a consistent snapshot of its
+    own, and no BEGIN and ROLLBACK round trips surround them (this path writes nothing,
+    and a publish landing between the two only means the newer schedule is shown)."""
     with factory() as session:
-        try:
-            return calendar_by_feed_token(session, token)
-        finally:
-            session.rollback()
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return calendar_by_feed_token(session, token)
