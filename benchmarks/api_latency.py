@@ -10,9 +10,9 @@
    connections) for ``--load-seconds`` against the ICS feed and the grid; requests/s and
    p99 as wrk reports them. wrk and PostgreSQL share the same cores.
 
-The database is a fresh PostgreSQL database (dropped afterwards), by default with no
-planner statistics (the worst case: right after an import, or with autovacuum off);
-``--analyze`` runs ANALYZE first, the steady state autovacuum keeps. The schedule is solved
+The database is a fresh PostgreSQL database (dropped afterwards; planner statistics as
+the publish leaves them: it refreshes those of the tables the feeds and grids read,
+whether or not autovacuum runs). The schedule is solved
 with CP-SAT and published through the real publishing path. The load average is printed
 before and after: the figures are only as quiet as the machine.
 """
@@ -235,7 +235,6 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--load-seconds", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2, help="API processes under load")
-    ap.add_argument("--analyze", action="store_true", help="ANALYZE the database first")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     load_before = os.getloadavg()
@@ -247,9 +246,6 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = setup(db, Path(tmp))
-            if args.analyze:
-                with create_engine(PG + db, isolation_level="AUTOCOMMIT").connect() as c:
-                    c.execute(text("ANALYZE"))
             rows += in_process(ctx, args.requests)
             rows += under_load(ctx, args.load_seconds, args.workers)
             ctx["client"].close()
@@ -259,12 +255,10 @@ def main() -> int:
     load = {
         "load_average_before": load_before[0],
         "load_average_after": os.getloadavg()[0],
-        "planner_statistics": args.analyze,
     }
     print(table(rows))
     print(
-        f"planner statistics: {'yes (ANALYZE)' if args.analyze else 'none'}; load average "
-        f"(1 min): {load['load_average_before']:.2f} before, "
+        f"load average (1 min): {load['load_average_before']:.2f} before, "
         f"{load['load_average_after']:.2f} after, on {os.cpu_count()} cores"
     )
     if args.json:

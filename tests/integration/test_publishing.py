@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched.config import Settings
@@ -128,6 +128,51 @@ def _swap_two(pairs: list[Assignment]) -> list[Assignment]:
         if report.ok and report.coverage == 1.0:
             return candidate
     raise AssertionError("no single removal keeps the schedule legal")
+
+
+def _analyzed_at(factory: sessionmaker[Session], table: str) -> datetime | None:
+    with factory() as s:  # a new transaction: the statistics snapshot is per transaction
+        value = s.execute(
+            text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = :t"), {"t": table}
+        ).scalar()
+    return value if isinstance(value, datetime) else None
+
+
+def _sqlite_stats(factory: sessionmaker[Session]) -> set[str]:
+    with factory() as s:
+        known = s.execute(text("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'"))
+        if known.first() is None:
+            return set()
+        return set(s.scalars(text("SELECT DISTINCT tbl FROM sqlite_stat1")))
+
+
+def test_a_publish_refreshes_the_planner_statistics_of_what_the_feeds_read(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    pid, draft, backups = world.pid, world.draft, world.backups
+    vid = draft(world.pairs)
+    postgres = session_factory.kw["bind"].dialect.name == "postgresql"
+    if postgres:
+        before = {t: _analyzed_at(session_factory, t) for t in publishing.PUBLISHED_TABLES}
+    else:
+        with session_factory() as s, s.begin():
+            s.execute(text("DROP TABLE IF EXISTS sqlite_stat1"))
+    coord = coordinator(pid)
+    publishing.publish(
+        session_factory,
+        actor=coord,
+        program_id=pid,
+        version_id=vid,
+        token=_token(session_factory, coord, pid, vid),
+        backups=backups,
+    )
+    assert set(publishing.PUBLISHED_TABLES) >= {"assignments", "slots", "schedule_versions"}
+    if postgres:
+        for table, earlier in before.items():
+            after = _analyzed_at(session_factory, table)
+            assert after is not None and (earlier is None or after > earlier), table
+    else:
+        assert _sqlite_stats(session_factory) >= set(publishing.PUBLISHED_TABLES)
 
 
 def test_publish_with_token_then_replay_expired_wrong_user_wrong_program(

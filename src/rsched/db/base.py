@@ -10,14 +10,17 @@ invalidates the whole pool, so only connections made afresh are handed out after
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -78,6 +81,29 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def refresh_statistics(factory: sessionmaker[Session], tables: Sequence[str]) -> bool:
+    """Have the database re-read the statistics its query planner uses for ``tables``
+    (``ANALYZE``), after a bulk write whose rows
+    are read at once by hot paths (a publish: the calendar feeds and grids of every
+    person of the program). Autovacuum does the same within minutes, if it is on;
+    without statistics PostgreSQL may scan every slot of a program per assignment.
+    Best effort: a failure is logged and False returned, never raised."""
+    try:
+        with factory() as session:
+            conn = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            if conn.dialect.name == "postgresql":
+                quoted = ", ".join(conn.dialect.identifier_preparer.quote(t) for t in tables)
+                conn.exec_driver_sql(f"ANALYZE {quoted}")
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")  # sampled, as PostgreSQL's
+                for table in tables:
+                    conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table)}")
+        return True
+    except Exception:
+        log.warning("refreshing planner statistics failed", exc_info=True)
+        return False
 
 
 @contextmanager

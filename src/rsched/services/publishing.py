@@ -27,12 +27,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsched import metrics
+from rsched.db.base import refresh_statistics
 from rsched.db.mapping import load_program_data
 from rsched.db.models import (
     AssignmentRow,
+    PersonRow,
     ProgramRow,
     PublishTokenRow,
     ScheduleVersionRow,
+    ShiftTypeRow,
+    SlotRow,
     StagingBackupRow,
     StagingRow,
 )
@@ -143,6 +147,14 @@ class PublishResult:
     superseded: tuple[str, ...]
     diff: DiffReport
     gate: dict[str, Any] = field(default_factory=dict)
+
+
+PUBLISHED_TABLES = tuple(
+    row.__tablename__
+    for row in (AssignmentRow, ScheduleVersionRow, SlotRow, PersonRow, ShiftTypeRow)
+)
+"""What the calendar feeds and grids read of a published schedule: their planner
+statistics are refreshed after each publish (rsched.db.base.refresh_statistics)."""
 
 
 def _now() -> datetime:
@@ -448,6 +460,7 @@ def publish(
         raise
     metrics.VALID_PUBLISH.inc()
     step("committed")
+    refresh_statistics(factory, PUBLISHED_TABLES)  # the feeds and grids read them next
     return PublishResult(
         version_id=version_id,
         staging_id=staging_id,
