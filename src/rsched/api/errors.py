@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rsched.domain.errors import Infeasible, InvalidInput, NotFound, RschedError
@@ -225,6 +225,24 @@ def _database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+def _conflict(request: Request, exc: Exception) -> ProblemResponse:
+    """409 for a write the database refused on a constraint the service checks first
+    (an id created, or an object deleted, by a concurrent request between the check and
+    the write): the transaction was rolled back, nothing was changed."""
+    assert isinstance(exc, IntegrityError)
+    log.warning("write refused by a database constraint", extra={"error": str(exc.orig)[:500]})
+    return problem(
+        request,
+        409,
+        kind="conflict",
+        title="Conflict",
+        detail=(
+            "the data changed while this request was handled (created or removed by "
+            "another request at the same time); nothing was changed: read it again"
+        ),
+    )
+
+
 def unexpected(request: Request, exc: BaseException) -> ProblemResponse:
     """500 for anything not mapped above: logged with its traceback, never sent."""
     rid = request_id_of(request)
@@ -248,3 +266,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _conflict)
