@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -24,10 +25,17 @@ class Period:
         return [self.start + timedelta(days=i) for i in range(self.days)]
 
 
+@cache
+def _known_zones() -> frozenset[str]:
+    """The zone names of the system's tz database (read once: the scan walks a directory
+    tree of ~600 files and was taken again for every slot of an import)."""
+    return frozenset(available_timezones())
+
+
 def zone(name: str, path: str = "program.timezone") -> ZoneInfo:
     """The IANA zone ``name``; an unknown name is an input error naming ``path``."""
     try:
-        if name in available_timezones() or "/" in name or name == "UTC":
+        if name in _known_zones() or "/" in name or name == "UTC":
             return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         pass
