@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.whole_process = argv is None  # run as the `rsched` command, not called in-process
     try:
         code: int = args.func(args)
     except InvalidInput as exc:
