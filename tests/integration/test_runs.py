@@ -234,3 +234,33 @@ def test_abort_of_a_running_solve_keeps_the_best_schedule(
         # aborting a finished run is a conflict, audited, nothing changed
         with pytest.raises(q.RunConflict):
             q.request_abort(s, actor=ADMIN, run_id=run.id, reason="again")
+
+
+def test_an_abort_racing_a_claim_still_stops_the_run(session_factory, program_id) -> None:
+    run = _create(session_factory, program_id, "abort-race-01")
+    with session_factory() as reader:
+        seen = reader.get(RunRow, run.id)  # held: the abort below works from this read
+        assert seen is not None and seen.state == RunState.QUEUED.value
+        with session_factory() as s, s.begin():  # a worker claims it meanwhile
+            claim = q.claim_next(s, owner="w1", lease_seconds=30)
+            assert claim is not None and claim.run_id == run.id
+        view = q.request_abort(reader, actor=ADMIN, run_id=run.id, reason="stop it")
+        reader.commit()
+    assert view.state == RunState.RUNNING.value
+    with session_factory() as s:
+        assert q.abort_requested(s, run.id) == "stop it"  # the worker will see it
+
+
+def test_an_abort_racing_the_end_of_a_run_is_a_conflict(session_factory, program_id) -> None:
+    run = _create(session_factory, program_id, "abort-race-02")
+    with session_factory() as reader:
+        seen = reader.get(RunRow, run.id)
+        assert seen is not None and seen.state == RunState.QUEUED.value
+        with session_factory() as s, s.begin():
+            claim = q.claim_next(s, owner="w1", lease_seconds=30)
+            assert claim is not None
+            q.finish(s, claim, state=RunState.SUCCEEDED)
+        with pytest.raises(q.RunConflict, match="succeeded"):
+            q.request_abort(reader, actor=ADMIN, run_id=run.id, reason="too late")
+    with session_factory() as s:
+        assert q.abort_requested(s, run.id) is None

@@ -820,7 +820,7 @@ def test_serve_runs_a_worker_in_process_on_the_embedded_default(
     loggers = [logging.getLogger(n) for n in ("rsched", "uvicorn", "uvicorn.error")]
     logging_state = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     args = argparse.Namespace(
-        host="127.0.0.1", port=0, log_level="warning", migrate=False, no_worker=False
+        host="127.0.0.1", port=0, log_level="warning", migrate=False, no_worker=False, workers=1
     )
     try:
         assert serve_cmd.cmd_serve(args) == 0

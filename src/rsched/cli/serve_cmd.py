@@ -156,7 +156,7 @@ class EmbeddedWorker:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rsched.api.app import logging_config, serve_app
+    from rsched.api.app import create_app, logging_config
     from rsched.config import get_settings
     from rsched.db.migrate import upgrade
     from rsched.domain import FieldError, InvalidInput
@@ -187,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with _shared_metrics_dir():
             uvicorn.run("rsched.api.app:serve_app", factory=True, workers=args.workers, **options)
         return 0
-    app = serve_app()
+    app = create_app(settings, settle=True)  # what serve_app() makes, on these settings
     worker = None
     if settings.database_url is None and not args.no_worker:
         logging.config.dictConfig(logging_config(args.log_level))

@@ -405,7 +405,7 @@ def request_abort(session: Session, *, actor: Actor, run_id: str, reason: str) -
         raise NotFound(f"run {run_id!r} not found") from None
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput(FieldError("reason", "a reason of 1-500 characters is required"))
-    if row.state not in ACTIVE:
+    def finished_already() -> RunConflict:
         audit.record(
             session,
             actor=actor,
@@ -415,31 +415,31 @@ def request_abort(session: Session, *, actor: Actor, run_id: str, reason: str) -
             outcome="refused",
             detail={"state": row.state},
         )
-        raise RunConflict(
+        return RunConflict(
             f"run {run_id} is {row.state}; only queued or running runs can be aborted"
         )
+
+    if row.state not in ACTIVE:
+        raise finished_already()
     at = now()
-    if row.state == RunState.QUEUED.value:
-        session.execute(
-            update(RunRow)
-            .where(RunRow.id == run_id, RunRow.state == RunState.QUEUED.value)
-            .values(
-                state=RunState.ABORTED.value,
-                finished_at=at,
-                abort_requested_at=at,
-                abort_reason=reason,
-                abort_by=actor.user_id,
-                stop_reason="aborted",
-            )
-            .execution_options(synchronize_session=False)
-        )
-    else:
-        session.execute(
-            update(RunRow)
-            .where(RunRow.id == run_id)
-            .values(abort_requested_at=at, abort_reason=reason, abort_by=actor.user_id)
-            .execution_options(synchronize_session=False)
-        )
+    marks = {"abort_requested_at": at, "abort_reason": reason, "abort_by": actor.user_id}
+    # conditional updates, so a worker claiming (or finishing) the run since it was read
+    # above cannot make the abort vanish: queued → aborted; else a running run is asked
+    # to stop; else it finished meanwhile, a conflict like any finished run
+    stopped = _changed(
+        session,
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.state == RunState.QUEUED.value)
+        .values(state=RunState.ABORTED.value, finished_at=at, stop_reason="aborted", **marks),
+    ) or _changed(
+        session,
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.state == RunState.RUNNING.value)
+        .values(**marks),
+    )
+    if not stopped:
+        session.refresh(row)
+        raise finished_already()
     audit.record(
         session,
         actor=actor,
@@ -450,6 +450,11 @@ def request_abort(session: Session, *, actor: Actor, run_id: str, reason: str) -
     )
     session.refresh(row)
     return RunView.of(row)
+
+
+def _changed(session: Session, statement: Any) -> bool:
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def abort_requested(session: Session, run_id: str) -> str | None:
