@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -460,3 +461,72 @@ def test_gate_with_n1_enabled_reports_who_cannot_be_absorbed(
     assert checks["ok"] == (not expected)
     if expected:
         assert any(p.startswith("N-1:") for p in checks["problems"])
+
+
+def _staging_state(factory: sessionmaker[Session], staging_id: str) -> str:
+    with factory() as s:
+        row = s.get(StagingRow, staging_id)
+        assert row is not None
+        return row.state
+
+
+def test_recovery_racing_the_publishers_activation_leaves_its_commit_alone(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    vid = world.draft(world.pairs)
+    staging_id = publishing.stage(
+        session_factory,
+        actor=coordinator(world.pid),
+        program_id=world.pid,
+        version_id=vid,
+        detail={},
+    )
+    at_commit, go = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:
+        if step == "before_commit":  # the program row is locked until this commits
+            at_commit.set()
+            assert go.wait(20)
+
+    publisher = threading.Thread(
+        target=publishing.activate, args=(session_factory, staging_id), kwargs={"hook": hold}
+    )
+    publisher.start()
+    assert at_commit.wait(20)
+    recovered: list[list[tuple[str, str]]] = []
+    recovery = threading.Thread(
+        target=lambda: recovered.append(publishing.recover(session_factory))
+    )
+    recovery.start()  # reads the staging as pending, then waits for the program's lock
+    time.sleep(0.5)
+    go.set()
+    publisher.join(30)
+    recovery.join(30)
+    assert recovered == [[]]  # found it resolved once it had the lock: left alone
+    assert _staging_state(session_factory, staging_id) == "committed"
+    assert _active(session_factory, world.pid) == [vid]
+
+
+def test_a_publish_whose_staging_another_process_recovered_reports_success(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    vid = world.draft(world.pairs)
+    coord = coordinator(world.pid)
+    recovered: list[list[tuple[str, str]]] = []
+
+    def meanwhile(step: str) -> None:
+        if step == "staged":  # another process starts up and recovers pending stagings
+            recovered.append(publishing.recover(session_factory))
+
+    result = publishing.publish(
+        session_factory,
+        actor=coord,
+        program_id=world.pid,
+        version_id=vid,
+        token=_token(session_factory, coord, world.pid, vid),
+        backups=world.backups,
+        hook=meanwhile,
+    )
+    assert [state for _, state in recovered[0]] == ["committed"]
+    assert result.version_id == vid and _active(session_factory, world.pid) == [vid]
+    assert _staging_state(session_factory, result.staging_id) == "committed"

@@ -458,7 +458,10 @@ def publish(
     except PublishRefused:
         metrics.ROLLBACK.labels(reason="gate").inc()
         raise
-    metrics.VALID_PUBLISH.inc()
+    except NotFound:  # another process's recovery resolved our staging first
+        superseded = _resolved_elsewhere(factory, staging_id)
+    else:
+        metrics.VALID_PUBLISH.inc()
     step("committed")
     refresh_statistics(factory, PUBLISHED_TABLES)  # the feeds and grids read them next
     return PublishResult(
@@ -467,6 +470,20 @@ def publish(
         superseded=superseded,
         diff=report,
         gate=checks,
+    )
+
+
+def _resolved_elsewhere(factory: sessionmaker[Session], staging_id: str) -> tuple[str, ...]:
+    """What became of a staging that another process resolved (recovery at its start-up,
+    or the leader's loop, between our staging and our activation): committed is our
+    publish done (and counted there); anything else is a refusal."""
+    with factory() as s:
+        staging = s.get(StagingRow, staging_id)
+        if staging is not None and staging.state == "committed":
+            return tuple(staging.previous_active)
+    raise PublishRefused(
+        "the draft or the active schedule changed since staging; nothing was published",
+        {"staging": staging_id},
     )
 
 
@@ -553,6 +570,8 @@ def activate(
             raise NotFound(f"no pending staging {staging_id!r}")
         _lock_program(s, staging.program_id)
         s.refresh(staging)
+        if staging.state != "pending":  # resolved while we waited for the lock
+            raise NotFound(f"no pending staging {staging_id!r}")
         draft = s.get(ScheduleVersionRow, staging.version_id)
         current = [v.id for v in _active_over(s, draft)] if draft else []
         if (
