@@ -530,3 +530,65 @@ def test_a_publish_whose_staging_another_process_recovered_reports_success(
     assert [state for _, state in recovered[0]] == ["committed"]
     assert result.version_id == vid and _active(session_factory, world.pid) == [vid]
     assert _staging_state(session_factory, result.staging_id) == "committed"
+
+
+class _PublishesMeanwhile:
+    """A backup guard that, asked for the rollback's backup, lets another publish land
+    first: the window between a rollback's checks and its locked write."""
+
+    def __init__(self, real: BackupService, publish_other: Callable[[], None]) -> None:
+        self.real, self.publish_other = real, publish_other
+
+    def ensure_recent(self, *, program_id: str, reason: str) -> None:
+        if reason == "rollback":
+            self.publish_other()
+        self.real.ensure_recent(program_id=program_id, reason=reason)
+
+
+def _publish(factory: sessionmaker[Session], world: World, vid: str) -> None:
+    coord = coordinator(world.pid)
+    publishing.publish(
+        factory,
+        actor=coord,
+        program_id=world.pid,
+        version_id=vid,
+        token=_token(factory, coord, world.pid, vid),
+        backups=world.backups,
+    )
+
+
+def test_a_rollback_racing_a_publish_rolls_back_the_publish_it_locked_on(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    first = world.draft(world.pairs)
+    _publish(session_factory, world, first)
+    second = world.draft(_swap_two(world.pairs))
+    meanwhile = _PublishesMeanwhile(world.backups, lambda: _publish(session_factory, world, second))
+    restored = publishing.rollback(
+        session_factory,
+        actor=coordinator(world.pid),
+        program_id=world.pid,
+        reason="undo",
+        backups=meanwhile,
+    )
+    # the last publish under the lock was the second one: it is the one undone, whole
+    assert restored == first and _active(session_factory, world.pid) == [first]
+
+
+def test_an_undo_of_one_publish_never_undoes_a_later_one(
+    session_factory: sessionmaker[Session], world: World
+) -> None:
+    first = world.draft(world.pairs)
+    _publish(session_factory, world, first)
+    second = world.draft(_swap_two(world.pairs))
+    meanwhile = _PublishesMeanwhile(world.backups, lambda: _publish(session_factory, world, second))
+    with pytest.raises(publishing.PublishRefused, match="no longer that of version"):
+        publishing.rollback(
+            session_factory,
+            actor=coordinator(world.pid),
+            program_id=world.pid,
+            reason="undo the first",
+            backups=meanwhile,
+            expected_version_id=first,
+        )
+    assert _active(session_factory, world.pid) == [second]

@@ -655,6 +655,34 @@ def recover(factory: sessionmaker[Session]) -> list[tuple[str, str]]:
     return out
 
 
+def _last_publish(
+    s: Session, program_id: str, expected_version_id: str | None
+) -> tuple[StagingRow, list[StagingBackupRow]]:
+    """The program's last committed publish and its backups; NotFound without one,
+    PublishRefused when its version is no longer active or is not ``expected_version_id``."""
+    last = s.scalars(
+        select(StagingRow)
+        .where(
+            StagingRow.program_id == program_id,
+            StagingRow.state == "committed",
+            StagingRow.kind == "publish",
+        )
+        .order_by(StagingRow.resolved_at.desc())
+    ).first()
+    if last is None:
+        raise NotFound("nothing to roll back: no publish of this program")
+    if expected_version_id is not None and last.version_id != expected_version_id:
+        raise PublishRefused(
+            f"the last publish is no longer that of version {expected_version_id}",
+            {"last_version_id": last.version_id},
+        )
+    current = s.get(ScheduleVersionRow, last.version_id)
+    if current is None or current.status != "active":
+        raise PublishRefused("the last published version is no longer active", {})
+    rows = list(s.scalars(select(StagingBackupRow).where(StagingBackupRow.staging_id == last.id)))
+    return last, rows
+
+
 def rollback(
     factory: sessionmaker[Session],
     *,
@@ -662,33 +690,23 @@ def rollback(
     program_id: str,
     reason: str,
     backups: BackupGuard,
+    expected_version_id: str | None = None,
 ) -> str:
     """Restore the schedule that was active before the last publish, exactly as the
-    staging backups recorded it; audited. Returns the id of the version made active."""
+    staging backups recorded it; audited. Returns the id of the version made active.
+    ``expected_version_id``: refuse unless the last publish is that version's (an undo
+    of one particular publish must not undo a later one that landed meanwhile). The last
+    publish is read again under the program's lock, so a publish racing the rollback is
+    either rolled back whole or left alone."""
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput(FieldError("reason", "a reason is required"))
     with factory() as s:
         authorize(actor, program_id, Need.MANAGE)
-        last = s.scalars(
-            select(StagingRow)
-            .where(
-                StagingRow.program_id == program_id,
-                StagingRow.state == "committed",
-                StagingRow.kind == "publish",
-            )
-            .order_by(StagingRow.resolved_at.desc())
-        ).first()
-        if last is None:
-            raise NotFound("nothing to roll back: no publish of this program")
-        current = s.get(ScheduleVersionRow, last.version_id)
-        if current is None or current.status != "active":
-            raise PublishRefused("the last published version is no longer active", {})
-        backups_rows = list(
-            s.scalars(select(StagingBackupRow).where(StagingBackupRow.staging_id == last.id))
-        )
+        _last_publish(s, program_id, expected_version_id)  # refuse early: no backup needed
     backups.ensure_recent(program_id=program_id, reason="rollback")
     with factory() as s, s.begin():
         _lock_program(s, program_id)
+        last, backups_rows = _last_publish(s, program_id, expected_version_id)
         for b in backups_rows:
             before = (b.before or {}).get("status")
             if before is not None:

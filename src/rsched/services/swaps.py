@@ -782,6 +782,7 @@ def undo_swap(
         program_id=program_id,
         reason=f"undo swap {swap_id}: {reason.strip()}",
         backups=backups,
+        expected_version_id=version_id,  # never a later publish that landed meanwhile
     )
     with factory() as s, s.begin():
         view = viewer(s, actor, program_id, Need.MANAGE)
