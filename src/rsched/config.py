@@ -8,17 +8,23 @@ refuses to start with a missing, weak or placeholder secret and without encrypti
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rsched.domain.errors import FieldError, InvalidInput
 
 PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "admin", "test", "dev", "default"}
 MIN_SECRET_BYTES = 32
+DEFAULT_BACKUP_MAX_AGE_MINUTES = 120
+MAX_BACKUP_MAX_AGE_MINUTES = 525_600
+"""A year: far beyond any useful age, and well inside what date arithmetic can carry."""
+TRUE_WORDS = frozenset({"1", "true", "yes"})
+FALSE_WORDS = frozenset({"", "0", "false", "no"})
 
 
 class Settings(BaseSettings):
@@ -42,6 +48,64 @@ class Settings(BaseSettings):
     login_attempts_per_window: int = 10
     login_window_seconds: int = 300
     bootstrap_admin_secret: str | None = None
+    backup_max_age_minutes: float = Field(
+        default=DEFAULT_BACKUP_MAX_AGE_MINUTES,
+        gt=0,
+        le=MAX_BACKUP_MAX_AGE_MINUTES,
+        allow_inf_nan=False,
+    )
+    """The backup guard reuses a verified backup younger than this (see ``backup_max_age``)."""
+    backup_encrypt: bool = False
+    """New backups are encrypted unless the caller says otherwise (``1``, ``true``, ``yes``)."""
+    webhooks: Annotated[tuple[str, ...], NoDecode] = ()
+    """Where the outbox POSTs events: comma-separated URLs, ``slack+https://…`` for Slack."""
+
+    @field_validator("backup_max_age_minutes", mode="wrap")
+    @classmethod
+    def _minutes(cls, v: object, handler: ValidatorFunctionWrapHandler) -> float:
+        if isinstance(v, str) and not v.strip():
+            return float(DEFAULT_BACKUP_MAX_AGE_MINUTES)  # an empty variable is an unset one
+        try:
+            minutes: float = handler(v)
+        except ValidationError:
+            raise ValueError(
+                f"must be a positive number of minutes, at most {MAX_BACKUP_MAX_AGE_MINUTES}"
+            ) from None
+        return minutes
+
+    @field_validator("backup_encrypt", mode="before")
+    @classmethod
+    def _flag(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        word = v.strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        # Refused rather than read as false: "on" or "y" never silently means "no".
+        raise ValueError("must be 1, true or yes to encrypt; 0, false, no or empty not to")
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(url.strip() for url in v.split(",") if url.strip())
+        return v
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            return v
+        # The outbox owns what a webhook URL is; imported here because the services
+        # import this module, and only when there is a URL to check.
+        from rsched.services.outbox import Webhook
+
+        for url in v:
+            try:
+                Webhook.parse(url)
+            except InvalidInput as exc:  # its message names scheme and host, never the path
+                raise ValueError("; ".join(e.message for e in exc.errors)) from None
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -51,6 +115,10 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return v
+
+    @property
+    def backup_max_age(self) -> timedelta:
+        return timedelta(minutes=self.backup_max_age_minutes)
 
     @property
     def is_dev(self) -> bool:

@@ -29,7 +29,7 @@ from rsched.domain import Assignment, InvalidInput
 from rsched.programfile.generator import generate_program
 from rsched.services import programs, schedules
 from rsched.services.access import Actor
-from rsched.services.backups import BackupFailed, BackupService, RestoreRefused
+from rsched.services.backups import BackupFailed, BackupService, RestoreRefused, service_for
 from rsched.services.leader import NotLeader
 
 ADMIN = Actor(user_id="admin", is_admin=True)
@@ -158,15 +158,25 @@ def test_ensure_recent_reuses_a_fresh_backup_and_replaces_a_stale_one(
     assert len(files(folder)) == 2
 
 
-def test_max_age_is_configurable(
+def test_max_age_and_encryption_come_from_the_settings(
     db_url: str, settings: Settings, folder: Path, session_factory: sessionmaker[Session]
 ) -> None:
-    with BackupService(
-        settings, database_url=db_url, folder=folder, max_age=timedelta(minutes=10)
-    ) as svc:
+    configured = Settings(
+        data_dir=settings.data_dir,
+        encryption_keys=settings.encryption_keys,
+        database_url=db_url,
+        backup_max_age_minutes=10,
+        backup_encrypt=True,
+    )
+    with service_for(configured) as svc:
         first = svc.ensure_recent(program_id=PROGRAM, reason="generate")
-        age(session_factory, first, timedelta(minutes=11))
+        assert svc.get(first).encrypted and files(folder)[0].endswith(".enc")
+        age(session_factory, first, timedelta(minutes=9))
+        assert svc.ensure_recent(program_id=PROGRAM, reason="generate") == first
+        age(session_factory, first, timedelta(minutes=2))
         assert svc.ensure_recent(program_id=PROGRAM, reason="generate") != first
+    with service_for(configured, encrypt=False) as svc:
+        assert not svc.create(reason="plain").encrypted
 
 
 def fake_pg_dump(tmp_path: Path) -> Path:
@@ -411,41 +421,60 @@ def test_retention_keeps_two_and_the_baseline_and_dry_run_changes_nothing(
 # ------------------------------------------------------------------------ command line
 
 
-def test_the_backup_commands(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fernet_keys: list[str],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def cli_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fernet_keys: list[str]
+) -> Iterator[pytest.MonkeyPatch]:
+    """The commands' environment: a migrated SQLite database in ``tmp_path``."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     upgrade(url)
+    for name in ("RSCHED_BACKUP_ENCRYPT", "RSCHED_BACKUP_MAX_AGE_MINUTES"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RSCHED_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("RSCHED_DATABASE_URL", url)
     monkeypatch.setenv("RSCHED_ENCRYPTION_KEYS", ",".join(fernet_keys))
     get_settings.cache_clear()
-    try:
-        assert cli(["backup", "create", "--reason", "baseline", "--protected"]) == 0
-        assert cli(["backup", "create", "--encrypt"]) == 0
-        out = capsys.readouterr().out
-        baseline, encrypted = re.findall(r"^[0-9a-f]{32}$", out, flags=re.M)
-        assert cli(["backup", "list"]) == 0
-        listing = capsys.readouterr().out
-        assert "protected" in listing and "encrypted" in listing
-        assert cli(["backup", "verify", encrypted]) == 0
-        assert cli(["backup", "verify", "nope"]) == 3
-        target = f"sqlite:///{tmp_path / 'restored.db'}"
-        assert cli(["backup", "restore", encrypted, "--target-url", target]) == 0
-        assert cli(["backup", "restore", encrypted, "--target-url", target]) == 3
-        assert "not empty" in capsys.readouterr().err
-        assert cli(["backup", "restore", encrypted, "--target-url", "mysql://x/y"]) == 2
-        assert cli(["backup", "retention", "--dry-run"]) == 0
-        assert "would delete 0, keep 2" in capsys.readouterr().out
-        assert cli(["backup", "retention"]) == 0
-        assert "deleted 0, keep 2" in capsys.readouterr().out
-        flip_a_byte(
-            tmp_path / "backups" / next(n for n in files(tmp_path / "backups") if "baseline" in n)
-        )
-        assert cli(["backup", "verify", baseline]) == 1
-        assert "MISMATCH" in capsys.readouterr().out
-    finally:
-        get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_the_backup_commands(
+    tmp_path: Path, cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["backup", "create", "--reason", "baseline", "--protected"]) == 0
+    assert cli(["backup", "create", "--encrypt"]) == 0
+    out = capsys.readouterr().out
+    baseline, encrypted = re.findall(r"^[0-9a-f]{32}$", out, flags=re.M)
+    assert cli(["backup", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "protected" in listing and "encrypted" in listing
+    assert cli(["backup", "verify", encrypted]) == 0
+    assert cli(["backup", "verify", "nope"]) == 3
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    assert cli(["backup", "restore", encrypted, "--target-url", target]) == 0
+    assert cli(["backup", "restore", encrypted, "--target-url", target]) == 3
+    assert "not empty" in capsys.readouterr().err
+    assert cli(["backup", "restore", encrypted, "--target-url", "mysql://x/y"]) == 2
+    assert cli(["backup", "retention", "--dry-run"]) == 0
+    assert "would delete 0, keep 2" in capsys.readouterr().out
+    assert cli(["backup", "retention"]) == 0
+    assert "deleted 0, keep 2" in capsys.readouterr().out
+    flip_a_byte(
+        tmp_path / "backups" / next(n for n in files(tmp_path / "backups") if "baseline" in n)
+    )
+    assert cli(["backup", "verify", baseline]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_backup_create_follows_the_backup_settings(
+    cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_env.setenv("RSCHED_BACKUP_ENCRYPT", "yes")
+    get_settings.cache_clear()
+    assert cli(["backup", "create"]) == 0
+    assert cli(["backup", "list"]) == 0
+    assert "encrypted" in capsys.readouterr().out
+    cli_env.setenv("RSCHED_BACKUP_MAX_AGE_MINUTES", "0")
+    get_settings.cache_clear()
+    assert cli(["backup", "create"]) == 2
+    assert "RSCHED_BACKUP_MAX_AGE_MINUTES: " in capsys.readouterr().err

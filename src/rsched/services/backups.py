@@ -48,13 +48,13 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rsched.config import Settings
+from rsched.config import DEFAULT_BACKUP_MAX_AGE_MINUTES, Settings
 from rsched.db.base import make_engine, make_sessionmaker
 from rsched.db.models import BackupRow
 from rsched.domain.errors import FieldError, InvalidInput, NotFound, RschedError
 from rsched.services.auth import encryption_keys
 
-DEFAULT_MAX_AGE = timedelta(hours=2)
+DEFAULT_MAX_AGE = timedelta(minutes=DEFAULT_BACKUP_MAX_AGE_MINUTES)
 RETENTION_DAYS = 30
 KEEP_AT_LEAST = 2
 COMMAND_TIMEOUT_SECONDS = 3600.0
@@ -674,34 +674,13 @@ class BackupService:
         )
 
 
-def max_age_from_env() -> timedelta:
-    """``RSCHED_BACKUP_MAX_AGE_MINUTES`` (default 120). Belongs in ``Settings``."""
-    raw = os.environ.get("RSCHED_BACKUP_MAX_AGE_MINUTES", "").strip()
-    if not raw:
-        return DEFAULT_MAX_AGE
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = 0.0
-    if minutes <= 0:
-        raise InvalidInput(
-            FieldError("RSCHED_BACKUP_MAX_AGE_MINUTES", "must be a positive number of minutes")
-        )
-    return timedelta(minutes=minutes)
-
-
 def service_for(settings: Settings, *, encrypt: bool | None = None) -> BackupService:
-    """The backup service of the configured database (folder ``{data_dir}/backups``,
-    ``RSCHED_BACKUP_ENCRYPT=1`` to encrypt by default)."""
-    if encrypt is None:
-        encrypt = os.environ.get("RSCHED_BACKUP_ENCRYPT", "").strip().lower() in {
-            "1",
-            "true",
-            "yes",
-        }
+    """The backup service of the configured database (folder ``{data_dir}/backups``;
+    ``max_age`` and, unless ``encrypt`` says otherwise, encryption from ``settings``:
+    ``RSCHED_BACKUP_MAX_AGE_MINUTES``, ``RSCHED_BACKUP_ENCRYPT``)."""
     return BackupService(
         settings,
         database_url=settings.resolved_database_url(),
-        max_age=max_age_from_env(),
-        encrypt=encrypt,
+        max_age=settings.backup_max_age,
+        encrypt=settings.backup_encrypt if encrypt is None else encrypt,
     )

@@ -5,7 +5,7 @@ change it describes and vanishes with it when the transaction rolls back: no eve
 ever sent for a change that did not happen, and none is lost for one that did.
 
 ``deliver_pending`` (run by the worker) POSTs each due event to every configured
-webhook:
+webhook (``Settings.webhooks``, from ``RSCHED_WEBHOOKS``):
 
 - a plain ``http(s)://`` URL gets the event as JSON
   ``{"id", "kind", "program_id", "payload", "created_at"}``;
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -217,16 +216,6 @@ def httpx_post(timeout: float = TIMEOUT_SECONDS) -> Post:
         return response.status_code
 
     return post
-
-
-def webhooks_from_env() -> list[str]:
-    """``RSCHED_WEBHOOKS``: comma-separated URLs (``slack+https://…`` for Slack), each
-    checked. Belongs in ``Settings``; read here until it moves there."""
-    raw = os.environ.get("RSCHED_WEBHOOKS", "")
-    urls = [u.strip() for u in raw.split(",") if u.strip()]
-    for url in urls:
-        Webhook.parse(url)
-    return urls
 
 
 def _claim(

@@ -52,7 +52,6 @@ from rsched.services import outbox, publishing, runs
 from rsched.services.backups import BackupService, service_for
 from rsched.services.control import ControlStore, SqlControlStore
 from rsched.services.leader import LeaderLease, NotLeader
-from rsched.services.outbox import webhooks_from_env
 
 log = logging.getLogger("rsched.maintenance")
 
@@ -75,7 +74,7 @@ class Housekeeping:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Housekeeping:
-        return cls(backups=service_for(settings), webhooks=tuple(webhooks_from_env()))
+        return cls(backups=service_for(settings), webhooks=settings.webhooks)
 
 
 @dataclass(kw_only=True)
