@@ -113,6 +113,7 @@ class EmbeddedWorker:
         from rsched.db.migrate import upgrade
         from rsched.services.auth import startup
         from rsched.services.control import control_store
+        from rsched.worker.maintenance import Housekeeping
         from rsched.worker.process import start_threads
         from rsched.worker.runner import WorkerConfig
 
@@ -129,6 +130,8 @@ class EmbeddedWorker:
             cfg=WorkerConfig(),
             concurrency=1,
             leader_ttl=15.0,
+            # as `rsched worker` runs it: backup retention and webhook delivery included
+            housekeeping=Housekeeping.from_settings(settings),
         )
         log.info("in-process worker started", extra={"threads": len(threads)})
         return cls(stop_event=stop, threads=threads, engine=engine)
