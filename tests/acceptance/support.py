@@ -23,9 +23,10 @@ from rsched.db.base import transaction
 from rsched.db.mapping import load_program_data
 from rsched.domain import PersonKind
 from rsched.programfile.generator import generate_program
-from rsched.services import programs as P
 from rsched.services import schedules as S
 from rsched.services.access import Actor, Role
+from rsched.services.people import list_people
+from rsched.services.programs import import_program
 from rsched.services.users import add_membership, create_user
 from rsched.solver.api import SolveParams, solve
 
@@ -93,10 +94,10 @@ def populate(
     (``solve_draft``) store a CP-SAT schedule as a draft."""
     pid, other = f"web-{size}", "web-other"
     with transaction(factory) as s:
-        P.import_program(s, actor=SETUP, mapping=program_file(size, pid))
-        P.import_program(s, actor=SETUP, mapping=program_file("small", other, seed=2))
+        import_program(s, actor=SETUP, mapping=program_file(size, pid))
+        import_program(s, actor=SETUP, mapping=program_file("small", other, seed=2))
     with transaction(factory) as s:
-        people = P.list_people(s, actor=SETUP, program_id=pid, limit=500).items
+        people = list_people(s, actor=SETUP, program_id=pid, limit=500).items
         resident = next(p.id for p in people if p.kind == PersonKind.RESIDENT)
         faculty = next(p.id for p in people if p.kind == PersonKind.FACULTY)
         users = {

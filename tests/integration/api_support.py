@@ -41,14 +41,20 @@ from rsched.db.models import AssignmentRow, RunRow, ScheduleVersionRow, SlotRow
 from rsched.domain import Assignment, PersonKind, RunState, ScheduleStatus
 from rsched.programfile.generator import generate_program
 from rsched.services import feeds as F
-from rsched.services import programs as P
 from rsched.services import runs as R
 from rsched.services import schedules as S
 from rsched.services import swaps as W
+from rsched.services.absences import create_absence
 from rsched.services.access import Actor, Role
 from rsched.services.auth import issue_access_token
 from rsched.services.backups import service_for
+from rsched.services.people import list_people
+from rsched.services.programs import import_program
+from rsched.services.requests import create_request
+from rsched.services.rotations import list_rotations
 from rsched.services.schemas import AbsenceCreate, RequestCreate
+from rsched.services.shift_types import list_shift_types
+from rsched.services.slot_patterns import list_slot_patterns
 from rsched.services.users import add_membership, create_user
 from tests.integration.conftest import empty_all_tables
 
@@ -265,12 +271,12 @@ def make_swap(
 
 def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> ProgramWorld:
     with transaction(factory) as s:
-        P.import_program(s, actor=SETUP, mapping=program_file(program_id, seed))
+        import_program(s, actor=SETUP, mapping=program_file(program_id, seed))
     with transaction(factory) as s:
-        residents = [p.id for p in P.list_people(s, actor=SETUP, program_id=program_id).items]
+        residents = [p.id for p in list_people(s, actor=SETUP, program_id=program_id).items]
         residents = [r for r in residents if r.startswith("r")]
         subject = residents[0]
-        absence = P.create_absence(
+        absence = create_absence(
             s,
             actor=SETUP,
             program_id=program_id,
@@ -284,7 +290,7 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
                 }
             ),
         )
-        request = P.create_request(
+        request = create_request(
             s,
             actor=SETUP,
             program_id=program_id,
@@ -292,9 +298,9 @@ def _program(factory: sessionmaker[Session], program_id: str, seed: int) -> Prog
                 id="req-subject", person_id=subject, day=date(2026, 7, 10), wants=False, weight=3
             ),
         )
-        shift = P.list_shift_types(s, actor=SETUP, program_id=program_id).items[0].code
-        rotation = P.list_rotations(s, actor=SETUP, program_id=program_id).items[0].id
-        pattern = P.list_slot_patterns(s, actor=SETUP, program_id=program_id).items[0].id
+        shift = list_shift_types(s, actor=SETUP, program_id=program_id).items[0].code
+        rotation = list_rotations(s, actor=SETUP, program_id=program_id).items[0].id
+        pattern = list_slot_patterns(s, actor=SETUP, program_id=program_id).items[0].id
         chosen = some_assignments(s, program_id, residents)
         active = S.save_draft(
             s, actor=SETUP, program_id=program_id, assignments=chosen, report_summary={"n": 1}
@@ -362,7 +368,7 @@ def build_world(settings: Settings, factory: sessionmaker[Session]) -> World:
     a, b = programs["A"].id, programs["B"].id
     with transaction(factory) as s:
         faculty = next(
-            p.id for p in P.list_people(s, actor=SETUP, program_id=a, kind=PersonKind.FACULTY).items
+            p.id for p in list_people(s, actor=SETUP, program_id=a, kind=PersonKind.FACULTY).items
         )
         principals = {
             "anonymous": Principal(name="anonymous"),

@@ -27,9 +27,8 @@ from rsched.db.base import transaction
 from rsched.db.models import FeedTokenRow, ScheduleVersionRow
 from rsched.domain import InvalidInput
 from rsched.programfile.loader import parse_program
-from rsched.services import catalog
+from rsched.services import catalog, scope
 from rsched.services import feeds as F
-from rsched.services import programs as programs_service
 from rsched.services import schedules as S
 from rsched.services.access import Role
 from rsched.services.users import add_membership, create_user
@@ -330,7 +329,7 @@ def test_a_create_losing_a_race_to_the_same_id_is_a_conflict_that_writes_nothing
     assert api.call("POST", base, who, json=create).status_code == 201
     total = api.call("GET", base, who, params={"limit": 500}).json()["total"]
     # the second request checked before the first one committed: its insert meets the key
-    monkeypatch.setattr(programs_service, "_fresh", lambda *_a, **_k: None)
+    monkeypatch.setattr(scope, "fresh", lambda *_a, **_k: None)
     second = api.call("POST", base, who, json=create)
     body = assert_problem(second, 409)
     assert body["type"] == "urn:rsched:problem:conflict"

@@ -31,12 +31,15 @@ from rsched.db.base import transaction
 from rsched.db.models import StagingBackupRow, StagingRow
 from rsched.domain import PersonKind, ShiftKind
 from rsched.services import approvals
-from rsched.services import programs as P
 from rsched.services import publishing as PB
 from rsched.services import runs as R
 from rsched.services import schedules as S
+from rsched.services.absences import create_absence
 from rsched.services.access import Actor
 from rsched.services.auth import login as service_login
+from rsched.services.people import create_person
+from rsched.services.requests import create_request
+from rsched.services.rotations import create_rotation
 from rsched.services.schemas import (
     AbsenceCreate,
     PersonCreate,
@@ -45,6 +48,8 @@ from rsched.services.schemas import (
     ShiftTypeCreate,
     SlotPatternCreate,
 )
+from rsched.services.shift_types import create_shift_type
+from rsched.services.slot_patterns import create_slot_pattern
 from tests.integration.api_support import (
     HOME,
     PASSWORD,
@@ -213,14 +218,14 @@ def fresh(world: World, program: str, make: Callable[[Any, str], Any]) -> Any:
 
 def _person(s: Any, pid: str) -> str:
     data = PersonCreate(id=unique("p"), name="Temp", kind=PersonKind.RESIDENT, pgy=1)
-    return P.create_person(s, actor=SETUP, program_id=pid, data=data).id
+    return create_person(s, actor=SETUP, program_id=pid, data=data).id
 
 
 def _shift(s: Any, pid: str) -> str:
     data = ShiftTypeCreate(
         code=unique("S"), name="Temp", start=time(8), duration_minutes=60, kind=ShiftKind.EDUCATION
     )
-    return P.create_shift_type(s, actor=SETUP, program_id=pid, data=data).code
+    return create_shift_type(s, actor=SETUP, program_id=pid, data=data).code
 
 
 def _rotation(world: World, program: str) -> Callable[[Any, str], str]:
@@ -232,7 +237,7 @@ def _rotation(world: World, program: str) -> Callable[[Any, str], str]:
             max_residents=1,
             shift_types=[world.programs[program].shift],
         )
-        return P.create_rotation(s, actor=SETUP, program_id=pid, data=data).id
+        return create_rotation(s, actor=SETUP, program_id=pid, data=data).id
 
     return make
 
@@ -242,7 +247,7 @@ def _pattern(world: World, program: str) -> Callable[[Any, str], str]:
         data = SlotPatternCreate(
             shift=world.programs[program].shift, days="daily", min_staff=0, max_staff=1
         )
-        return P.create_slot_pattern(s, actor=SETUP, program_id=pid, data=data).id
+        return create_slot_pattern(s, actor=SETUP, program_id=pid, data=data).id
 
     return make
 
@@ -260,7 +265,7 @@ def absence_body(world: World, program: str) -> dict[str, Any]:
 def _absence(world: World, program: str) -> Callable[[Any, str], str]:
     def make(s: Any, pid: str) -> str:
         data = AbsenceCreate.model_validate(absence_body(world, program))
-        return P.create_absence(s, actor=SETUP, program_id=pid, data=data).id
+        return create_absence(s, actor=SETUP, program_id=pid, data=data).id
 
     return make
 
@@ -270,7 +275,7 @@ def _request(world: World, program: str) -> Callable[[Any, str], str]:
         data = RequestCreate(
             person_id=world.programs[program].other_person, day=date(2026, 7, 12), wants=True
         )
-        return P.create_request(s, actor=SETUP, program_id=pid, data=data).id
+        return create_request(s, actor=SETUP, program_id=pid, data=data).id
 
     return make
 

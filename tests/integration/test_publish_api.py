@@ -47,13 +47,14 @@ from rsched.programfile.generator import generate_program
 from rsched.programfile.loader import parse_program
 from rsched.rules.report import validate
 from rsched.services import approvals, publishing
-from rsched.services import programs as P
 from rsched.services import schedules as S
 from rsched.services import swaps as W
 from rsched.services.access import Actor, Role
 from rsched.services.auth import issue_access_token
 from rsched.services.control import SqlControlStore
 from rsched.services.leader import LeaderLease
+from rsched.services.people import create_person
+from rsched.services.programs import import_program
 from rsched.services.schemas import PersonCreate
 from rsched.services.users import add_membership, create_user
 from rsched.solver.api import SolveParams, solve
@@ -226,7 +227,7 @@ def env(
 ) -> Iterator[Env]:
     data, assignments = solved()
     with transaction(session_factory) as s:
-        P.import_program(s, actor=SETUP, mapping=future_program())
+        import_program(s, actor=SETUP, mapping=future_program())
     settings = api_settings(db_url, tmp_path, fernet_keys)
     engine: Engine = session_factory.kw["bind"]
     with api_client(settings, engine) as client:
@@ -668,8 +669,8 @@ def test_a_swap_is_requested_approved_executed_by_its_counterpart_and_undone(env
 
     # another program's person is unknown here; another program's coordinator sees nothing
     with transaction(env.factory) as s:
-        P.import_program(s, actor=SETUP, mapping=future_program("elsewhere"))
-        P.create_person(
+        import_program(s, actor=SETUP, mapping=future_program("elsewhere"))
+        create_person(
             s,
             actor=SETUP,
             program_id="elsewhere",

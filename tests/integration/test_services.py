@@ -23,9 +23,25 @@ from rsched.domain import Assignment, InvalidInput, NotFound, PersonKind, Schedu
 from rsched.programfile.generator import generate_program
 from rsched.programfile.loader import parse_program
 from rsched.services import feeds as F
-from rsched.services import programs as P
 from rsched.services import schedules as S
+from rsched.services.absences import (
+    create_absence,
+    delete_absence,
+    get_absence,
+    list_absences,
+    update_absence,
+)
 from rsched.services.access import Actor, Forbidden, Membership, Role
+from rsched.services.people import (
+    create_person,
+    delete_person,
+    get_person,
+    list_people,
+    update_person,
+)
+from rsched.services.programs import import_program
+from rsched.services.requests import create_request, delete_request, list_requests
+from rsched.services.rotations import create_rotation, delete_rotation, list_rotations
 from rsched.services.schemas import (
     AbsenceCreate,
     AbsenceUpdate,
@@ -37,6 +53,19 @@ from rsched.services.schemas import (
     ShiftTypeUpdate,
     SlotPatternCreate,
     SlotPatternUpdate,
+)
+from rsched.services.shift_types import (
+    create_shift_type,
+    delete_shift_type,
+    get_shift_type,
+    list_shift_types,
+    update_shift_type,
+)
+from rsched.services.slot_patterns import (
+    create_slot_pattern,
+    delete_slot_pattern,
+    list_slot_patterns,
+    update_slot_pattern,
 )
 
 ADMIN = Actor(user_id="admin", is_admin=True)
@@ -80,7 +109,7 @@ def small_mapping(program_id: str = SMALL) -> dict[str, Any]:
 
 def import_small(factory: sessionmaker[Session], program_id: str = SMALL) -> str:
     with transaction(factory) as s:
-        return P.import_program(s, actor=ADMIN, mapping=small_mapping(program_id))
+        return import_program(s, actor=ADMIN, mapping=small_mapping(program_id))
 
 
 def row_counts(factory: sessionmaker[Session]) -> dict[str, int]:
@@ -171,7 +200,7 @@ def test_import_then_load_gives_back_the_program(factory: sessionmaker[Session])
         ]
     assert raw and not any(b"vacation" in v or b"reserve" in v for v in raw)
     with factory() as s:
-        patterns = P.list_slot_patterns(s, actor=ADMIN, program_id=pid, limit=50)
+        patterns = list_slot_patterns(s, actor=ADMIN, program_id=pid, limit=50)
     assert patterns.total == len(small_mapping()["slot_patterns"])
 
 
@@ -186,7 +215,7 @@ def test_bad_program_imports_nothing_and_reports_every_error(
         parse_program(bad)
     before = row_counts(factory)
     with pytest.raises(InvalidInput) as caught, transaction(factory) as s:
-        P.import_program(s, actor=ADMIN, mapping=bad)
+        import_program(s, actor=ADMIN, mapping=bad)
     assert caught.value.errors == cli.value.errors
     paths = {e.path for e in caught.value.errors}
     assert {"people[1].pgy", "slot_patterns[0].shift", "absences[0].person"} <= paths
@@ -207,18 +236,18 @@ def test_import_is_all_or_nothing_and_refuses_an_existing_id(
     before = row_counts(factory)
     monkeypatch.setattr(mapping, "program_rows", broken)
     with pytest.raises(IntegrityError), transaction(factory) as s:
-        P.import_program(s, actor=ADMIN, mapping=small_mapping())
+        import_program(s, actor=ADMIN, mapping=small_mapping())
     assert row_counts(factory) == before
     monkeypatch.setattr(mapping, "program_rows", real)
 
     import_small(factory)
     after_first = row_counts(factory)
     with pytest.raises(InvalidInput) as caught, transaction(factory) as s:
-        P.import_program(s, actor=ADMIN, mapping=small_mapping())
+        import_program(s, actor=ADMIN, mapping=small_mapping())
     assert [e.path for e in caught.value.errors] == ["program.id"]
     assert row_counts(factory) == after_first
     with pytest.raises(Forbidden), transaction(factory) as s:
-        P.import_program(s, actor=coordinator("other"), mapping=small_mapping("other"))
+        import_program(s, actor=coordinator("other"), mapping=small_mapping("other"))
 
 
 # ---------------------------------------------------------------------------- CRUD
@@ -229,24 +258,24 @@ def test_people_pages_filters_and_partial_updates(factory: sessionmaker[Session]
     coord = coordinator(pid)
     with transaction(factory) as s:
         pages = [
-            P.list_people(s, actor=coord, program_id=pid, limit=5, offset=o) for o in (0, 5, 10, 15)
+            list_people(s, actor=coord, program_id=pid, limit=5, offset=o) for o in (0, 5, 10, 15)
         ]
         assert [p.total for p in pages] == [16] * 4
         assert [len(p.items) for p in pages] == [5, 5, 5, 1]
         ids = [x.id for p in pages for x in p.items]
         assert ids == sorted(set(ids)) and len(ids) == 16
-        assert P.list_people(s, actor=coord, program_id=pid, kind=PersonKind.FACULTY).total == 4
-        assert {x.id for x in P.list_people(s, actor=coord, program_id=pid, pgy=2).items} == {
+        assert list_people(s, actor=coord, program_id=pid, kind=PersonKind.FACULTY).total == 4
+        assert {x.id for x in list_people(s, actor=coord, program_id=pid, pgy=2).items} == {
             "r05",
             "r06",
             "r07",
             "r08",
         }
         with pytest.raises(InvalidInput) as bad_window:
-            P.list_people(s, actor=coord, program_id=pid, limit=0, offset=-1)
+            list_people(s, actor=coord, program_id=pid, limit=0, offset=-1)
         assert {e.path for e in bad_window.value.errors} == {"limit", "offset"}
 
-        made = P.create_person(
+        made = create_person(
             s,
             actor=coord,
             program_id=pid,
@@ -256,7 +285,7 @@ def test_people_pages_filters_and_partial_updates(factory: sessionmaker[Session]
         )
         assert made.pgy == 1 and made.tags == ["bls"]
         with pytest.raises(InvalidInput) as dup:
-            P.create_person(
+            create_person(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -264,7 +293,7 @@ def test_people_pages_filters_and_partial_updates(factory: sessionmaker[Session]
             )
         assert dup.value.errors[0].path == "id"
         with pytest.raises(InvalidInput) as no_pgy:  # the domain record's own check
-            P.create_person(
+            create_person(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -272,7 +301,7 @@ def test_people_pages_filters_and_partial_updates(factory: sessionmaker[Session]
             )
         assert no_pgy.value.errors[0].path.endswith(".pgy")
 
-        renamed = P.update_person(
+        renamed = update_person(
             s,
             actor=coord,
             program_id=pid,
@@ -286,27 +315,27 @@ def test_people_pages_filters_and_partial_updates(factory: sessionmaker[Session]
             ["bls"],
         )
         with pytest.raises(InvalidInput):
-            P.update_person(
+            update_person(
                 s, actor=coord, program_id=pid, person_id="r99", data=PersonUpdate(pgy=None)
             )
         with pytest.raises(InvalidInput) as null_name:
-            P.update_person(
+            update_person(
                 s, actor=coord, program_id=pid, person_id="r99", data=PersonUpdate(name=None)
             )
         assert null_name.value.errors[0].path == "name"
         assert [
-            x.id for x in P.list_people(s, actor=coord, program_id=pid, active=False).items
+            x.id for x in list_people(s, actor=coord, program_id=pid, active=False).items
         ] == ["r99"]
-        P.delete_person(s, actor=coord, program_id=pid, person_id="r99")
+        delete_person(s, actor=coord, program_id=pid, person_id="r99")
         with pytest.raises(NotFound):
-            P.get_person(s, actor=coord, program_id=pid, person_id="r99")
+            get_person(s, actor=coord, program_id=pid, person_id="r99")
 
 
 def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session]) -> None:
     pid = import_small(factory)
     coord = coordinator(pid)
     with transaction(factory) as s:
-        edu = P.create_shift_type(
+        edu = create_shift_type(
             s,
             actor=coord,
             program_id=pid,
@@ -316,13 +345,13 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
         )
         assert edu.eligible_pgy == list(range(1, 8))
         assert (
-            P.update_shift_type(
+            update_shift_type(
                 s, actor=coord, program_id=pid, code="EDU", data=ShiftTypeUpdate(start="13:00")
             ).start.hour
             == 13
         )
         with pytest.raises(InvalidInput) as moved:  # its slots already carry the times
-            P.update_shift_type(
+            update_shift_type(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -331,10 +360,10 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
             )
         assert moved.value.errors[0].path == "duration_minutes"
         with pytest.raises(InvalidInput):
-            P.delete_shift_type(s, actor=coord, program_id=pid, code="WARD_DAY")
+            delete_shift_type(s, actor=coord, program_id=pid, code="WARD_DAY")
 
         with pytest.raises(InvalidInput) as unknown:
-            P.create_rotation(
+            create_rotation(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -347,7 +376,7 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
                 ),
             )
         assert [e.path for e in unknown.value.errors] == ["shift_types[1]"]
-        P.create_rotation(
+        create_rotation(
             s,
             actor=coord,
             program_id=pid,
@@ -355,19 +384,19 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
                 id="teach", name="Teaching", eligible_pgy=[3], max_residents=2, shift_types=["EDU"]
             ),
         )
-        assert "teach" in {r.id for r in P.list_rotations(s, actor=coord, program_id=pid).items}
+        assert "teach" in {r.id for r in list_rotations(s, actor=coord, program_id=pid).items}
         with pytest.raises(InvalidInput):  # a rotation now uses it
-            P.delete_shift_type(s, actor=coord, program_id=pid, code="EDU")
+            delete_shift_type(s, actor=coord, program_id=pid, code="EDU")
 
         with pytest.raises(InvalidInput) as bad_pattern:
-            P.create_slot_pattern(
+            create_slot_pattern(
                 s,
                 actor=coord,
                 program_id=pid,
                 data=SlotPatternCreate(shift="NOPE", days="weekdays", min_staff=1, max_staff=2),
             )
         assert [e.path for e in bad_pattern.value.errors] == ["shift"]
-        pattern = P.create_slot_pattern(
+        pattern = create_slot_pattern(
             s,
             actor=coord,
             program_id=pid,
@@ -386,7 +415,7 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
             None,
         )
         with pytest.raises(InvalidInput) as min_max:
-            P.update_slot_pattern(
+            update_slot_pattern(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -394,7 +423,7 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
                 data=SlotPatternUpdate(min_staff=13),
             )
         assert [e.path for e in min_max.value.errors] == ["max_staff"]
-        changed = P.update_slot_pattern(
+        changed = update_slot_pattern(
             s,
             actor=coord,
             program_id=pid,
@@ -402,11 +431,11 @@ def test_shift_types_rotations_and_slot_patterns(factory: sessionmaker[Session])
             data=SlotPatternUpdate(days="weekdays", last_day=None),
         )
         assert changed.days == "weekdays" and changed.max_staff == 12
-        P.delete_slot_pattern(s, actor=coord, program_id=pid, pattern_id="edu-weekly")
-        P.delete_rotation(s, actor=coord, program_id=pid, rotation_id="teach")
-        P.delete_shift_type(s, actor=coord, program_id=pid, code="EDU")
+        delete_slot_pattern(s, actor=coord, program_id=pid, pattern_id="edu-weekly")
+        delete_rotation(s, actor=coord, program_id=pid, rotation_id="teach")
+        delete_shift_type(s, actor=coord, program_id=pid, code="EDU")
         with pytest.raises(NotFound):
-            P.get_shift_type(s, actor=coord, program_id=pid, code="EDU")
+            get_shift_type(s, actor=coord, program_id=pid, code="EDU")
 
 
 def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
@@ -414,7 +443,7 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
     coord = coordinator(pid)
     tz_start = datetime.fromisoformat("2026-07-20T00:00-04:00")
     with transaction(factory) as s:
-        P.create_absence(
+        create_absence(
             s,
             actor=coord,
             program_id=pid,
@@ -427,11 +456,11 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
             ),
         )
         assert (
-            P.get_absence(s, actor=coord, program_id=pid, absence_id="conf").leave_type
+            get_absence(s, actor=coord, program_id=pid, absence_id="conf").leave_type
             == "conference"
         )
         with pytest.raises(InvalidInput) as ghost:
-            P.create_absence(
+            create_absence(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -441,7 +470,7 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
             )
         assert ghost.value.errors[0].path == "person_id"
         with pytest.raises(InvalidInput) as overlap:
-            P.create_absence(
+            create_absence(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -452,21 +481,21 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
                 ),
             )
         assert overlap.value.errors[0].path == "start"
-        total = P.list_absences(s, actor=coord, program_id=pid).total
+        total = list_absences(s, actor=coord, program_id=pid).total
         assert total == 3
         assert [
-            a.id for a in P.list_absences(s, actor=coord, program_id=pid, person_id="r05").items
+            a.id for a in list_absences(s, actor=coord, program_id=pid, person_id="r05").items
         ] == ["conf"]
-        july_20 = P.list_absences(
+        july_20 = list_absences(
             s, actor=coord, program_id=pid, start=date(2026, 7, 20), end=date(2026, 7, 20)
         ).items
         assert [a.id for a in july_20] == ["conf"]
         later = [
-            P.list_absences(s, actor=coord, program_id=pid, start=date(2026, 7, day)).total
+            list_absences(s, actor=coord, program_id=pid, start=date(2026, 7, day)).total
             for day in (21, 22)
         ]
         assert later == [1, 0]  # it ends at local midnight starting the 22nd
-        moved = P.update_absence(
+        moved = update_absence(
             s,
             actor=coord,
             program_id=pid,
@@ -474,10 +503,10 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
             data=AbsenceUpdate(end=tz_start + timedelta(days=1)),
         )
         assert moved.end == tz_start + timedelta(days=1) and moved.leave_type == "conference"
-        P.delete_absence(s, actor=coord, program_id=pid, absence_id="conf")
+        delete_absence(s, actor=coord, program_id=pid, absence_id="conf")
 
         with pytest.raises(InvalidInput) as bad_request:
-            P.create_request(
+            create_request(
                 s,
                 actor=coord,
                 program_id=pid,
@@ -486,7 +515,7 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
                 ),
             )
         assert {e.path for e in bad_request.value.errors} == {"day", "shift"}
-        made = P.create_request(
+        made = create_request(
             s,
             actor=coord,
             program_id=pid,
@@ -496,11 +525,11 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
         )
         assert made.id.startswith("request-")
         assert [
-            r.id for r in P.list_requests(s, actor=coord, program_id=pid, person_id="r02").items
+            r.id for r in list_requests(s, actor=coord, program_id=pid, person_id="r02").items
         ] == [made.id]
-        assert P.list_requests(s, actor=coord, program_id=pid).total == 3
-        P.delete_request(s, actor=coord, program_id=pid, request_id=made.id)
-        assert P.list_requests(s, actor=coord, program_id=pid).total == 2
+        assert list_requests(s, actor=coord, program_id=pid).total == 3
+        delete_request(s, actor=coord, program_id=pid, request_id=made.id)
+        assert list_requests(s, actor=coord, program_id=pid).total == 2
 
 
 # ---------------------------------------------------------------- tenancy and roles
@@ -509,7 +538,7 @@ def test_absences_and_requests(factory: sessionmaker[Session]) -> None:
 def test_a_coordinator_of_another_program_finds_nothing(factory: sessionmaker[Session]) -> None:
     a, b = import_small(factory, "prog-a"), import_small(factory, "prog-b")
     with transaction(factory) as s:
-        P.create_person(
+        create_person(
             s,
             actor=coordinator(a),
             program_id=a,
@@ -519,18 +548,18 @@ def test_a_coordinator_of_another_program_finds_nothing(factory: sessionmaker[Se
     outsider = coordinator(b)
     with factory() as s:
         for call in (
-            lambda: P.list_people(s, actor=outsider, program_id=a),
-            lambda: P.get_person(s, actor=outsider, program_id=a, person_id="r01"),
-            lambda: P.get_absence(s, actor=outsider, program_id=a, absence_id="a0001"),
-            lambda: P.get_shift_type(s, actor=outsider, program_id=a, code="WARD_DAY"),
-            lambda: P.update_person(
+            lambda: list_people(s, actor=outsider, program_id=a),
+            lambda: get_person(s, actor=outsider, program_id=a, person_id="r01"),
+            lambda: get_absence(s, actor=outsider, program_id=a, absence_id="a0001"),
+            lambda: get_shift_type(s, actor=outsider, program_id=a, code="WARD_DAY"),
+            lambda: update_person(
                 s, actor=outsider, program_id=a, person_id="r01", data=PersonUpdate(name="x")
             ),
-            lambda: P.delete_request(s, actor=outsider, program_id=a, request_id="q0001"),
+            lambda: delete_request(s, actor=outsider, program_id=a, request_id="q0001"),
             lambda: S.get_version(s, actor=outsider, program_id=a, version_id=version),
             lambda: F.create_feed_token(s, actor=outsider, program_id=a, person_id="r01"),
             # through their own program: A's objects are not there
-            lambda: P.get_person(s, actor=outsider, program_id=b, person_id="only-a"),
+            lambda: get_person(s, actor=outsider, program_id=b, person_id="only-a"),
             lambda: S.get_version(s, actor=outsider, program_id=b, version_id=version),
             lambda: S.grid(
                 s,
@@ -543,7 +572,7 @@ def test_a_coordinator_of_another_program_finds_nothing(factory: sessionmaker[Se
         ):
             with pytest.raises(NotFound):
                 call()
-        assert P.get_person(s, actor=outsider, program_id=b, person_id="r01").id == "r01"
+        assert get_person(s, actor=outsider, program_id=b, person_id="r01").id == "r01"
 
 
 def test_a_resident_sees_their_own_record_and_the_active_version(
@@ -553,49 +582,49 @@ def test_a_resident_sees_their_own_record_and_the_active_version(
     me, faculty = member(pid, "r01"), member(pid, "f01", Role.FACULTY)
     version = save_version(factory, pid)
     with transaction(factory) as s:
-        mine = P.list_people(s, actor=me, program_id=pid)
+        mine = list_people(s, actor=me, program_id=pid)
         assert [p.id for p in mine.items] == ["r01"] and mine.total == 1
         assert mine.items[0].military_status == "reserve"  # their own details
         with pytest.raises(NotFound):
-            P.get_person(s, actor=me, program_id=pid, person_id="r02")
+            get_person(s, actor=me, program_id=pid, person_id="r02")
         with pytest.raises(NotFound):
-            P.get_person(s, actor=faculty, program_id=pid, person_id="r01")
-        assert P.list_people(s, actor=member(pid, "nobody"), program_id=pid).total == 0
+            get_person(s, actor=faculty, program_id=pid, person_id="r01")
+        assert list_people(s, actor=member(pid, "nobody"), program_id=pid).total == 0
         assert (
-            P.get_person(
+            get_person(
                 s, actor=coordinator(pid), program_id=pid, person_id="r01"
             ).accommodation_notes
             == "no nights after 22:00"
         )
-        assert P.list_absences(s, actor=me, program_id=pid).total == 0
-        theirs = P.list_absences(s, actor=member(pid, "r03"), program_id=pid).items
+        assert list_absences(s, actor=me, program_id=pid).total == 0
+        theirs = list_absences(s, actor=member(pid, "r03"), program_id=pid).items
         assert [(a.person_id, a.leave_type) for a in theirs] == [("r03", "vacation")]
         with pytest.raises(NotFound):
-            P.get_absence(s, actor=me, program_id=pid, absence_id="a0001")
+            get_absence(s, actor=me, program_id=pid, absence_id="a0001")
         with pytest.raises(Forbidden):
-            P.create_person(
+            create_person(
                 s,
                 actor=me,
                 program_id=pid,
                 data=PersonCreate(id="x", name="X", kind=PersonKind.FACULTY),
             )
         with pytest.raises(Forbidden):
-            P.list_rotations(s, actor=me, program_id=pid)
+            list_rotations(s, actor=me, program_id=pid)
         with pytest.raises(Forbidden):
-            P.create_request(
+            create_request(
                 s,
                 actor=me,
                 program_id=pid,
                 data=RequestCreate(person_id="r02", day=date(2026, 7, 10), wants=False),
             )
-        own = P.create_request(
+        own = create_request(
             s,
             actor=me,
             program_id=pid,
             data=RequestCreate(person_id="r01", day=date(2026, 7, 10), wants=False),
         )
-        assert [r.id for r in P.list_requests(s, actor=me, program_id=pid).items] == [own.id]
-        assert P.list_shift_types(s, actor=me, program_id=pid).total == 7
+        assert [r.id for r in list_requests(s, actor=me, program_id=pid).items] == [own.id]
+        assert list_shift_types(s, actor=me, program_id=pid).total == 7
 
         for call in (
             lambda: S.get_version(s, actor=me, program_id=pid, version_id=version),
@@ -766,7 +795,7 @@ def test_reads_take_a_fixed_number_of_queries_whatever_the_size(
 ) -> None:
     small = import_small(factory)
     with transaction(factory) as s:
-        big = P.import_program(s, actor=ADMIN, mapping=generate_program("medium", 2))
+        big = import_program(s, actor=ADMIN, mapping=generate_program("medium", 2))
     versions = {}
     for pid in (small, big):
         with transaction(factory) as s:
@@ -784,7 +813,7 @@ def test_reads_take_a_fixed_number_of_queries_whatever_the_size(
             pid: S.assignments_list(s, actor=ADMIN, program_id=pid, version_id=versions[pid]).total
             for pid in (small, big)
         }
-        people = {pid: P.list_people(s, actor=ADMIN, program_id=pid).total for pid in (small, big)}
+        people = {pid: list_people(s, actor=ADMIN, program_id=pid).total for pid in (small, big)}
     assert sizes[big] > 3 * sizes[small] and people[big] == 3 * people[small]
 
     def per_program(call: Callable[[Session, str], Any]) -> set[int]:
@@ -792,12 +821,12 @@ def test_reads_take_a_fixed_number_of_queries_whatever_the_size(
 
     assert per_program(lambda s, pid: load_program_data(s, pid)) == {8}
     for call in (
-        lambda s, pid: P.list_people(s, actor=ADMIN, program_id=pid, limit=500),
-        lambda s, pid: P.list_shift_types(s, actor=ADMIN, program_id=pid),
-        lambda s, pid: P.list_rotations(s, actor=ADMIN, program_id=pid),
-        lambda s, pid: P.list_slot_patterns(s, actor=ADMIN, program_id=pid, limit=500),
-        lambda s, pid: P.list_absences(s, actor=ADMIN, program_id=pid, limit=500),
-        lambda s, pid: P.list_requests(s, actor=ADMIN, program_id=pid, limit=500),
+        lambda s, pid: list_people(s, actor=ADMIN, program_id=pid, limit=500),
+        lambda s, pid: list_shift_types(s, actor=ADMIN, program_id=pid),
+        lambda s, pid: list_rotations(s, actor=ADMIN, program_id=pid),
+        lambda s, pid: list_slot_patterns(s, actor=ADMIN, program_id=pid, limit=500),
+        lambda s, pid: list_absences(s, actor=ADMIN, program_id=pid, limit=500),
+        lambda s, pid: list_requests(s, actor=ADMIN, program_id=pid, limit=500),
         lambda s, pid: S.list_versions(s, actor=ADMIN, program_id=pid),
         lambda s, pid: S.assignments_list(
             s, actor=ADMIN, program_id=pid, version_id=versions[pid], limit=500

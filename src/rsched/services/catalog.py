@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from rsched.db.models import ProgramRow
 from rsched.services.access import Actor, Need
-from rsched.services.programs import page, viewer
 from rsched.services.schemas import Page, Shape
+from rsched.services.scope import page, viewer
 
 
 class ProgramPublic(Shape):

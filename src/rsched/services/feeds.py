@@ -36,7 +36,7 @@ from rsched.db.models import (
 from rsched.domain import NotFound, ScheduleStatus
 from rsched.interchange.ics import Event, calendar_name, render_calendar
 from rsched.services.access import Actor, Need
-from rsched.services.programs import Viewer, viewer
+from rsched.services.scope import Viewer, viewer
 
 _tokens, _people, _programs = FeedTokenRow.__table__, PersonRow.__table__, ProgramRow.__table__
 _versions, _assignments = ScheduleVersionRow.__table__, AssignmentRow.__table__

@@ -41,8 +41,8 @@ from rsched.domain import (
 from rsched.interchange.csv_export import schedule_csv
 from rsched.interchange.schedule_json import export_schedule
 from rsched.services.access import Actor, Need
-from rsched.services.programs import Viewer, page, viewer
 from rsched.services.schemas import AssignmentPublic, Grid, GridRow, Page, VersionPublic
+from rsched.services.scope import Viewer, page, viewer
 
 MAX_GRID_DAYS = 366
 

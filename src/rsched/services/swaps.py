@@ -70,10 +70,10 @@ from rsched.domain.calendar import local_date
 from rsched.rules.base import Violation
 from rsched.services import audit, outbox, publishing
 from rsched.services.access import Actor, Forbidden, Membership, Need, Role
-from rsched.services.programs import Viewer, viewer
 from rsched.services.publishing import BackupGuard, PublishRefused
 from rsched.services.schedules import save_draft
 from rsched.services.schemas import Page
+from rsched.services.scope import Viewer, viewer
 from rsched.solver.api import SolveParams
 from rsched.solver.repair import repair
 from rsched.solver.swaps import SwapChange, check_swap, swap_candidates

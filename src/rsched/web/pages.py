@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from rsched.domain import NotFound, ScheduleStatus
 from rsched.services import auth as auth_svc
-from rsched.services import catalog, feeds, schedules
-from rsched.services import programs as P
+from rsched.services import catalog, feeds, people, schedules
+from rsched.services import rotations as rotations_svc
 from rsched.services.access import Unauthenticated
 from rsched.services.auth import RateLimited
 from rsched.services.catalog import ProgramPublic
@@ -187,7 +187,7 @@ def grid_page(ctx: Ctx) -> Response:
                 rotation=filters["rotation"],
             )
     rotations = (
-        P.list_rotations(ctx.session, actor=ctx.actor, program_id=pid, limit=500).items
+        rotations_svc.list_rotations(ctx.session, actor=ctx.actor, program_id=pid, limit=500).items
         if base["manages"]
         else []
     )
@@ -221,7 +221,7 @@ def _me(ctx: Ctx, pid: str) -> tuple[dict[str, Any], str]:
 def my_schedule(ctx: Ctx, *, feed_url: str | None = None, status: int = 200) -> Response:
     pid = ctx.path("program_id")
     base, person_id = _me(ctx, pid)
-    person = P.get_person(ctx.session, actor=ctx.actor, program_id=pid, person_id=person_id)
+    person = people.get_person(ctx.session, actor=ctx.actor, program_id=pid, person_id=person_id)
     program: ProgramPublic = base["program"]
     errors: dict[str, str] = {}
     start = _parse_day(ctx.param("start"), "start", errors) or program.horizon_start

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 
 from rsched.api.deps import ActorDep, FilterId, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
-from rsched.services import programs as svc
+from rsched.services import absences as svc
 from rsched.services.schemas import AbsenceCreate, AbsencePublic, AbsenceUpdate, Page
 
 router = APIRouter(

@@ -10,7 +10,7 @@ from rsched.api.deps import ActorDep, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
 from rsched.domain import PersonKind
 from rsched.domain.model import MAX_PGY
-from rsched.services import programs as svc
+from rsched.services import people as svc
 from rsched.services.schemas import Page, PersonCreate, PersonPublic, PersonUpdate
 
 router = APIRouter(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 
 from rsched.api.deps import ActorDep, FilterId, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
-from rsched.services import programs as svc
+from rsched.services import requests as svc
 from rsched.services.schemas import Page, RequestCreate, RequestPublic, RequestUpdate
 
 router = APIRouter(

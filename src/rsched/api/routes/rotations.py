@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from rsched.api.deps import ActorDep, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
-from rsched.services import programs as svc
+from rsched.services import rotations as svc
 from rsched.services.schemas import Page, RotationCreate, RotationPublic, RotationUpdate
 
 router = APIRouter(

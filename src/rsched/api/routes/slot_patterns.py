@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 
 from rsched.api.deps import ActorDep, Key, Limit, Offset, ProgramId, SessionDep
 from rsched.api.errors import problem_responses
-from rsched.services import programs as svc
+from rsched.services import slot_patterns as svc
 from rsched.services.schemas import Page, SlotPatternCreate, SlotPatternPublic, SlotPatternUpdate
 
 router = APIRouter(
