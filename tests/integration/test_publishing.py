@@ -101,6 +101,18 @@ def _token(factory: sessionmaker[Session], actor: Actor, pid: str, vid: str) -> 
     return token
 
 
+def _publish(factory: sessionmaker[Session], world: World, vid: str) -> None:
+    coord = coordinator(world.pid)
+    publishing.publish(
+        factory,
+        actor=coord,
+        program_id=world.pid,
+        version_id=vid,
+        token=_token(factory, coord, world.pid, vid),
+        backups=world.backups,
+    )
+
+
 def _active(factory: sessionmaker[Session], pid: str) -> list[str]:
     with factory() as s:
         return list(
@@ -150,23 +162,14 @@ def _sqlite_stats(factory: sessionmaker[Session]) -> set[str]:
 def test_a_publish_refreshes_the_planner_statistics_of_what_the_feeds_read(
     session_factory: sessionmaker[Session], world: World
 ) -> None:
-    pid, draft, backups = world.pid, world.draft, world.backups
-    vid = draft(world.pairs)
+    vid = world.draft(world.pairs)
     postgres = session_factory.kw["bind"].dialect.name == "postgresql"
     if postgres:
         before = {t: _analyzed_at(session_factory, t) for t in publishing.PUBLISHED_TABLES}
     else:
         with session_factory() as s, s.begin():
             s.execute(text("DROP TABLE IF EXISTS sqlite_stat1"))
-    coord = coordinator(pid)
-    publishing.publish(
-        session_factory,
-        actor=coord,
-        program_id=pid,
-        version_id=vid,
-        token=_token(session_factory, coord, pid, vid),
-        backups=backups,
-    )
+    _publish(session_factory, world, vid)
     assert set(publishing.PUBLISHED_TABLES) >= {"assignments", "slots", "schedule_versions"}
     if postgres:
         for table, earlier in before.items():
@@ -543,18 +546,6 @@ class _PublishesMeanwhile:
         if reason == "rollback":
             self.publish_other()
         self.real.ensure_recent(program_id=program_id, reason=reason)
-
-
-def _publish(factory: sessionmaker[Session], world: World, vid: str) -> None:
-    coord = coordinator(world.pid)
-    publishing.publish(
-        factory,
-        actor=coord,
-        program_id=world.pid,
-        version_id=vid,
-        token=_token(factory, coord, world.pid, vid),
-        backups=world.backups,
-    )
 
 
 def test_a_rollback_racing_a_publish_rolls_back_the_publish_it_locked_on(

@@ -655,8 +655,8 @@ def recover(factory: sessionmaker[Session]) -> list[tuple[str, str]]:
     return out
 
 
-def _last_publish(
-    s: Session, program_id: str, expected_version_id: str | None
+def last_publish(
+    s: Session, program_id: str, *, expected_version_id: str | None = None
 ) -> tuple[StagingRow, list[StagingBackupRow]]:
     """The program's last committed publish and its backups; NotFound without one,
     PublishRefused when its version is no longer active or is not ``expected_version_id``."""
@@ -702,11 +702,12 @@ def rollback(
         raise InvalidInput(FieldError("reason", "a reason is required"))
     with factory() as s:
         authorize(actor, program_id, Need.MANAGE)
-        _last_publish(s, program_id, expected_version_id)  # refuse early: no backup needed
+        # refuse early, before a backup is made for nothing
+        last_publish(s, program_id, expected_version_id=expected_version_id)
     backups.ensure_recent(program_id=program_id, reason="rollback")
     with factory() as s, s.begin():
         _lock_program(s, program_id)
-        last, backups_rows = _last_publish(s, program_id, expected_version_id)
+        last, backups_rows = last_publish(s, program_id, expected_version_id=expected_version_id)
         for b in backups_rows:
             before = (b.before or {}).get("status")
             if before is not None:

@@ -54,7 +54,6 @@ from rsched.db.models import (
     ApprovalRow,
     AssignmentRow,
     ScheduleVersionRow,
-    StagingRow,
 )
 from rsched.domain import (
     Assignment,
@@ -756,26 +755,13 @@ def undo_swap(
         version_id = detail.get("version")
         if state != "executed" or not isinstance(version_id, str):
             raise SwapRefused(f"swap request is {state}, not executed", {"status": state})
-        last = s.scalars(
-            select(StagingRow)
-            .where(
-                StagingRow.program_id == program_id,
-                StagingRow.state == "committed",
-                StagingRow.kind == "publish",
-            )
-            .order_by(StagingRow.resolved_at.desc())
-        ).first()
-        version = s.get(ScheduleVersionRow, version_id)
-        if (
-            last is None
-            or last.version_id != version_id
-            or version is None
-            or version.status != ScheduleStatus.ACTIVE.value
-        ):
+        try:
+            publishing.last_publish(s, program_id, expected_version_id=version_id)
+        except (NotFound, publishing.PublishRefused):
             raise SwapRefused(
                 "the swap's publish is no longer the last one: roll back the later ones first",
                 {"status": state, "version_id": version_id},
-            )
+            ) from None
     restored = publishing.rollback(
         factory,
         actor=actor,
