@@ -264,3 +264,19 @@ def test_an_abort_racing_the_end_of_a_run_is_a_conflict(session_factory, program
             q.request_abort(reader, actor=ADMIN, run_id=run.id, reason="too late")
     with session_factory() as s:
         assert q.abort_requested(s, run.id) is None
+
+
+def test_a_worker_whose_clock_is_slow_keeps_its_lease(
+    session_factory, program_id, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _create(session_factory, program_id, "slow-clock-01")
+    monkeypatch.setattr(q, "now", lambda: datetime.now(UTC) - timedelta(minutes=10))
+    with session_factory() as s, s.begin():  # on a host whose clock is 10 minutes behind
+        claim = q.claim_next(s, owner="slow-host", lease_seconds=30)
+        assert claim is not None and claim.run_id == run.id
+        q.heartbeat(s, claim, lease_seconds=30)
+    monkeypatch.undo()
+    with session_factory() as s, s.begin():  # the reaper, on a host with the right time
+        assert q.reap_expired(s) == []
+    with session_factory() as s:
+        assert s.get(RunRow, run.id).state == RunState.RUNNING.value

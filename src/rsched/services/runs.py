@@ -27,6 +27,7 @@ from rsched.db.models import ProgramRow, RunCheckpointRow, RunRow
 from rsched.domain import FieldError, InvalidInput, NotFound, RschedError, RunState
 from rsched.services import audit
 from rsched.services.access import Actor, Need, authorize
+from rsched.services.leader import db_now
 from rsched.solver.api import SolveParams
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -81,6 +82,14 @@ class Claim:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def lease_clock(session: Session) -> datetime:
+    """The clock of run leases: the database's on PostgreSQL (workers on hosts whose
+    clocks disagree still agree on when a lease expires; a slow clock on one host no
+    longer makes the reaper on another take a live run back), the local one on the
+    embedded SQLite database, which lives on one machine."""
+    return db_now(session)
 
 
 def _params(algorithm: str, params: dict[str, Any]) -> SolveParams:
@@ -198,7 +207,7 @@ def list_active(session: Session, *, actor: Actor, program_id: str | None = None
 
 def claim_next(session: Session, *, owner: str, lease_seconds: float) -> Claim | None:
     """Take the oldest queued run with a lease; the attempt number goes up by one."""
-    at = now()
+    at = lease_clock(session)
     pick = (
         select(RunRow.id)
         .where(RunRow.state == RunState.QUEUED.value)
@@ -258,7 +267,7 @@ def heartbeat(
     session: Session, claim: Claim, *, lease_seconds: float, progress: dict[str, Any] | None = None
 ) -> None:
     """Renew the lease (and record the latest progress); Fenced if the lease was lost."""
-    at = now()
+    at = lease_clock(session)
     values: dict[str, Any] = {
         "heartbeat_at": at,
         "lease_expires_at": at + timedelta(seconds=lease_seconds),
@@ -349,7 +358,7 @@ def check_fence(session: Session, claim: Claim) -> None:
 
 def reap_expired(session: Session) -> list[str]:
     """Runs whose lease expired go back to the queue, or fail after their last attempt."""
-    at = now()
+    at = lease_clock(session)
     expired = list(
         session.scalars(
             select(RunRow).where(

@@ -160,7 +160,8 @@ def maintenance_tick(
         _housekeeping(factory, lease, housekeeping, report)
     try:
         with factory() as session:
-            report.run_gauges = metrics.refresh_run_gauges(session)
+            # ages on the clock the leases and heartbeats were written with
+            report.run_gauges = metrics.refresh_run_gauges(session, now=runs.lease_clock(session))
     except Exception as exc:
         log.exception("maintenance task run_gauges failed", extra={"epoch": epoch})
         report.failed["run_gauges"] = f"{type(exc).__name__}: {exc}"
