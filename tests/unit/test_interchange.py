@@ -37,7 +37,7 @@ from rsched.domain import (
 from rsched.domain.calendar import Period, local_at, zone
 from rsched.interchange.csv_export import schedule_csv
 from rsched.interchange.html_grid import render_grid
-from rsched.interchange.ics import person_calendar, write_calendars
+from rsched.interchange.ics import fold, fold_by_character, person_calendar, write_calendars
 from rsched.interchange.schedule_json import (
     FORMAT,
     UNSPECIFIED_LEAVE,
@@ -491,3 +491,18 @@ def test_validate_cli_against_a_program_file(
     path = dump(document, tmp_path / "s.json")
     assert main(["validate", str(program_path), str(path)]) == 2
     assert "assignments[0].slot: unknown slot 'NOT-IN-PROGRAM'" in capsys.readouterr().err
+
+
+ASCII_LINES = st.text(st.characters(max_codepoint=127), min_size=60, max_size=400)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=400), ASCII_LINES))
+def test_ics_folding_keeps_the_text_and_the_75_octet_limit(line: str) -> None:
+    line = line.replace("\r", "").replace("\n", "")
+    folded = fold(line)
+    assert folded.replace("\r\n ", "") == line
+    assert all(len(piece.encode("utf-8")) <= 75 for piece in folded.split("\r\n"))
+    assert all(piece.startswith(" ") for piece in folded.split("\r\n")[1:])
+    if line.isascii():  # the fast path folds exactly where the careful one does
+        assert folded == fold_by_character(line)

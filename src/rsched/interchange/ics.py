@@ -41,8 +41,18 @@ def escape_text(value: str) -> str:
 def fold(line: str) -> str:
     """``line`` folded into CRLF-joined pieces of at most 75 octets each (a continuation
     piece starts with one space, which counts), never inside a UTF-8 sequence."""
-    if len(line) <= MAX_OCTETS and line.isascii():  # most lines: nothing to fold
-        return line
+    if line.isascii():  # one octet a character: slice (most lines need no fold at all)
+        if len(line) <= MAX_OCTETS:
+            return line
+        rest = MAX_OCTETS - 1
+        return "\r\n ".join(
+            [line[:MAX_OCTETS], *(line[i : i + rest] for i in range(MAX_OCTETS, len(line), rest))]
+        )
+    return fold_by_character(line)
+
+
+def fold_by_character(line: str) -> str:
+    """:func:`fold` for any text, counting each character's UTF-8 octets."""
     pieces: list[str] = []
     current: list[str] = []
     size = 0
