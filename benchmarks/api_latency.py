@@ -161,6 +161,7 @@ def under_load(ctx: dict[str, Any], seconds: int, workers: int) -> list[dict[str
         RSCHED_JWT_SECRET=ctx["secret"],
         RSCHED_DATA_DIR=str(ctx["settings"].data_dir),
     )
+    server_log = (ctx["settings"].data_dir / "server.log").open("w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -177,7 +178,7 @@ def under_load(ctx: dict[str, Any], seconds: int, workers: int) -> list[dict[str
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=server_log,  # a file: a pipe nobody reads would stall the server once full
     )
     rows = []
     try:
@@ -227,6 +228,14 @@ def under_load(ctx: dict[str, Any], seconds: int, workers: int) -> list[dict[str
     finally:
         server.terminate()
         server.wait(10)
+        server_log.close()
+        problems = [
+            line
+            for line in Path(server_log.name).read_text().splitlines()
+            if '"level": "error"' in line or "Traceback" in line
+        ]
+        if problems:
+            rows.append({"target": "server log", "mode": "errors", "error": problems[0][:200]})
     return rows
 
 
