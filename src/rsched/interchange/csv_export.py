@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rsched.domain import Assignment, FieldError, InvalidInput, ProgramData
-from rsched.interchange.schedule_json import write_text_atomic
+from rsched.interchange.files import write_text_atomic
 
 COLUMNS = (
     "person",

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rsched.domain import Assignment, FieldError, InvalidInput, ProgramData
-from rsched.interchange.schedule_json import write_text_atomic
+from rsched.interchange.files import write_text_atomic
 
 PRODID = "-//rsched//rsched schedule//EN"
 MAX_OCTETS = 75
