@@ -148,8 +148,10 @@ def test_wall_limit_stops_the_child_and_resumes_from_a_checkpoint_hint(tmp_path:
     data = hard_program()
     first = solve_in_sandbox(
         data,
-        SolveParams(time_limit=60),
-        limits=Limits(wall_seconds=12),  # a first solution takes ~2 s idle, 8+ s loaded
+        # one search worker: a first schedule in ~2 s (idle), and no optimality proof for
+        # minutes, so the wall limit, not the end of the search, stops the child
+        SolveParams(time_limit=60, workers=1),
+        limits=Limits(wall_seconds=12),
         checkpoint_dir=tmp_path,
     )
     assert first.stop_reason is StopReason.RESOURCE_LIMIT
