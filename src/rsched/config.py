@@ -27,6 +27,18 @@ TRUE_WORDS = frozenset({"1", "true", "yes"})
 FALSE_WORDS = frozenset({"", "0", "false", "no"})
 
 
+def is_weak_secret(value: str) -> bool:
+    """A placeholder word or fewer than :data:`MIN_SECRET_BYTES` bytes."""
+    return value.strip().lower() in PLACEHOLDERS or len(value.encode()) < MIN_SECRET_BYTES
+
+
+def weak_secret(variable: str) -> FieldError:
+    """The error naming ``variable`` when :func:`is_weak_secret` holds for its value."""
+    return FieldError(
+        variable, f"weak or placeholder secret: use at least {MIN_SECRET_BYTES} random bytes"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RSCHED_", extra="ignore")
 
@@ -137,13 +149,8 @@ class Settings(BaseSettings):
         secret = self.jwt_secret or ""
         if not secret:
             errors.append(FieldError("RSCHED_JWT_SECRET", "required outside development"))
-        elif secret.lower() in PLACEHOLDERS or len(secret.encode()) < MIN_SECRET_BYTES:
-            errors.append(
-                FieldError(
-                    "RSCHED_JWT_SECRET",
-                    f"weak or placeholder secret: use at least {MIN_SECRET_BYTES} random bytes",
-                )
-            )
+        elif is_weak_secret(secret):
+            errors.append(weak_secret("RSCHED_JWT_SECRET"))
         if not self.encryption_keys:
             errors.append(
                 FieldError(

@@ -44,7 +44,7 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from rsched.config import MIN_SECRET_BYTES, PLACEHOLDERS, Settings
+from rsched.config import Settings, is_weak_secret, weak_secret
 from rsched.crypto.fields import install_keys, new_key, parse_keys
 from rsched.db.models import LoginAttemptRow, MembershipRow, RefreshTokenRow, UserRow
 from rsched.domain.errors import FieldError, InvalidInput, RschedError
@@ -107,10 +107,6 @@ def verify_password(password: str, password_hash: str) -> tuple[bool, str | None
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(24))
-
-
-def is_weak_secret(value: str) -> bool:
-    return value.strip().lower() in PLACEHOLDERS or len(value.encode()) < MIN_SECRET_BYTES
 
 
 # --- access tokens ---------------------------------------------------------------------
@@ -390,13 +386,7 @@ def startup(settings: Settings) -> None:
     settings.check_for_service()
     if not settings.is_dev and settings.bootstrap_admin_secret is not None:
         if is_weak_secret(settings.bootstrap_admin_secret):
-            raise InvalidInput(
-                FieldError(
-                    "RSCHED_BOOTSTRAP_ADMIN_SECRET",
-                    f"weak or placeholder secret: use at least {MIN_SECRET_BYTES} random bytes",
-                ),
-                source="settings",
-            )
+            raise InvalidInput(weak_secret("RSCHED_BOOTSTRAP_ADMIN_SECRET"), source="settings")
     secret = jwt_secret(settings)
     needed = HMAC_KEY_BYTES[settings.jwt_algorithm]
     if not settings.is_dev and len(secret.encode()) < needed:

@@ -16,12 +16,12 @@ from typing import NoReturn
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from rsched.config import MIN_SECRET_BYTES, Settings
+from rsched.config import Settings, is_weak_secret, weak_secret
 from rsched.db.models import MembershipRow, PersonRow, ProgramRow, UserRow
 from rsched.domain.errors import FieldError, InvalidInput, NotFound
 from rsched.services import audit
 from rsched.services.access import Actor, Forbidden, Role, Unauthenticated
-from rsched.services.auth import hash_password, is_weak_secret, normalize_email, revoke_user_tokens
+from rsched.services.auth import hash_password, normalize_email, revoke_user_tokens
 
 MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 1024
@@ -206,13 +206,7 @@ def bootstrap_admin(
         _refuse_bootstrap(
             session,
             "weak_secret",
-            InvalidInput(
-                FieldError(
-                    "RSCHED_BOOTSTRAP_ADMIN_SECRET",
-                    f"weak or placeholder secret: use at least {MIN_SECRET_BYTES} random bytes",
-                ),
-                source="settings",
-            ),
+            InvalidInput(weak_secret("RSCHED_BOOTSTRAP_ADMIN_SECRET"), source="settings"),
         )
     if not hmac.compare_digest(secret.encode(), configured.encode()):
         _refuse_bootstrap(session, "bad_secret", Unauthenticated("wrong bootstrap secret"))
