@@ -369,7 +369,8 @@ def reap_expired(session: Session) -> list[str]:
     changed: list[str] = []
     for row in expired:
         last = row.attempt >= row.max_attempts
-        result = session.execute(
+        if _changed(
+            session,
             update(RunRow)
             .where(
                 RunRow.id == row.id,
@@ -386,10 +387,8 @@ def reap_expired(session: Session) -> list[str]:
                 ),
                 failure_transient=True,
                 finished_at=at if last else None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+            ),
+        ):
             changed.append(row.id)
     return changed
 
